@@ -1,0 +1,51 @@
+# Every target bootstraps .venv itself (Python 3.13 via pyenv or PATH, else the newest >= 3.11)
+# and reinstalls the requirements only when they changed.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+VENV := .venv
+PY := $(CURDIR)/$(VENV)/bin/python
+RUNTIME_STAMP := $(VENV)/.runtime-installed
+DEV_STAMP := $(VENV)/.dev-installed
+PIP := $(PY) -m pip --disable-pip-version-check -q
+
+.PHONY: help run test lint token bench clean
+
+help:
+	@echo "make run    serve the API on HOST:PORT (default 127.0.0.1:8000; embedded Postgres unless configured)"
+	@echo "make test   run the test suite (real PostgreSQL, mocked Supabase/LLM HTTP)"
+	@echo "make lint   ruff + mypy"
+	@echo "make token  print a dev access token for the embedded backend (USER_ID=<uuid> optional)"
+	@echo "make bench  print throughput/latency ratios"
+
+$(PY):
+	@py=$$(tools/find-python) && echo "creating $(VENV) with $$py" && "$$py" -m venv $(VENV)
+	@$(PIP) install --upgrade pip
+
+$(RUNTIME_STAMP): backend/requirements.txt | $(PY)
+	$(PIP) install -r backend/requirements.txt
+	@touch $@
+
+$(DEV_STAMP): backend/requirements.txt backend/requirements-dev.txt | $(PY)
+	$(PIP) install -r backend/requirements-dev.txt
+	@touch $@ $(RUNTIME_STAMP)
+
+run: $(RUNTIME_STAMP)
+	cd backend && exec $(PY) main.py
+
+test: $(DEV_STAMP)
+	$(PY) -m pytest
+
+lint: $(DEV_STAMP)
+	$(PY) -m ruff check backend bench
+	$(PY) -m ruff format --check backend bench
+	$(PY) -m mypy backend bench
+
+token: $(RUNTIME_STAMP)
+	@cd backend && $(PY) -m services.dev_tokens $(if $(USER_ID),--user-id $(USER_ID))
+
+bench: $(DEV_STAMP)
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

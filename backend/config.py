@@ -1,0 +1,143 @@
+"""Settings, read once from the environment and `.env` (environment wins), validated at start-up.
+
+A misconfiguration is a start-up error with a message saying what to set, never a per-request 500.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Self
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+BACKEND_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = BACKEND_DIR.parent
+
+LIST_CAP_LIMIT = 10_000  # the SQL functions clamp any cap to this as well
+
+
+class Backend(StrEnum):
+    SUPABASE = "supabase"
+    POSTGRES = "postgres"
+    EMBEDDED = "embedded"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=(PROJECT_DIR / ".env", BACKEND_DIR / ".env"),
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    # --- where the memory lives -------------------------------------------------------------
+    memory_backend: Backend | None = None
+    supabase_url: str | None = None
+    supabase_key: SecretStr | None = None
+    database_url: SecretStr | None = None
+    data_dir: Path = Path(".data")
+    db_pool_min_size: int = Field(default=1, ge=0)
+    db_pool_max_size: int = Field(default=10, ge=1)
+    db_statement_cache_size: int = Field(default=100, ge=0)
+    storage_timeout_seconds: float = Field(default=5.0, gt=0, le=30)
+
+    # --- auth -------------------------------------------------------------------------------
+    supabase_jwt_secret: SecretStr | None = None
+    supabase_jwks_url: str | None = None
+    supabase_jwt_issuer: str | None = None
+    auth_allow_anonymous: bool = True
+    auth_leeway_seconds: int = Field(default=10, ge=0, le=300)
+    jwks_cache_seconds: int = Field(default=600, ge=1, le=600)
+
+    # --- memory limits ----------------------------------------------------------------------
+    memory_list_cap: int = Field(default=500, ge=1, le=LIST_CAP_LIMIT)
+    memory_list_caps: dict[str, int] = Field(default_factory=dict)
+    max_item_bytes: int = Field(default=32 * 1024, ge=256)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+    # --- chat -------------------------------------------------------------------------------
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_model: str | None = None
+    llm_timeout_seconds: float = Field(default=60.0, gt=0)
+    chat_history_episodes: int = Field(default=20, ge=0)
+    episodic_soft_cap: int = Field(default=200, ge=2)
+
+    # --- HTTP -------------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    log_level: str = "info"
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        """Accept `https://a.example,https://b.example` as well as a JSON list."""
+        if isinstance(value, str):
+            value = value.strip()
+            if value.startswith("["):
+                import json
+
+                return json.loads(value)
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("supabase_url", "supabase_jwks_url", "llm_base_url")
+    @classmethod
+    def _strip_trailing_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else None
+
+    @field_validator("memory_list_caps")
+    @classmethod
+    def _caps_in_range(cls, value: dict[str, int]) -> dict[str, int]:
+        from models import LIST_FIELDS
+
+        for field, cap in value.items():
+            if field not in LIST_FIELDS:
+                raise ValueError(f"MEMORY_LIST_CAPS names {field!r}, not a list field")
+            if not 1 <= cap <= LIST_CAP_LIMIT:
+                raise ValueError(f"MEMORY_LIST_CAPS[{field!r}] must be within 1..{LIST_CAP_LIMIT}")
+        return value
+
+    @model_validator(mode="after")
+    def _backend_is_configured(self) -> Self:
+        if self.backend is Backend.SUPABASE and not (self.supabase_url and self.supabase_key):
+            raise ValueError("MEMORY_BACKEND=supabase needs SUPABASE_URL and SUPABASE_KEY")
+        if self.backend is Backend.POSTGRES and not self.database_url:
+            raise ValueError("MEMORY_BACKEND=postgres needs DATABASE_URL")
+        return self
+
+    @cached_property
+    def backend(self) -> Backend:
+        """The explicit MEMORY_BACKEND, else supabase / postgres / embedded by what is set."""
+        if self.memory_backend is not None:
+            return self.memory_backend
+        if self.supabase_url:
+            return Backend.SUPABASE
+        if self.database_url:
+            return Backend.POSTGRES
+        return Backend.EMBEDDED
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        """DATA_DIR, relative paths taken from the project root (not the working directory)."""
+        path = self.data_dir.expanduser()
+        return path if path.is_absolute() else PROJECT_DIR / path
+
+    @property
+    def jwks_url(self) -> str | None:
+        """SUPABASE_JWKS_URL, else the project's own `/auth/v1/.well-known/jwks.json`."""
+        if self.supabase_jwks_url:
+            return self.supabase_jwks_url
+        if self.supabase_url:
+            return f"{self.supabase_url}/auth/v1/.well-known/jwks.json"
+        return None
+
+    def list_cap(self, field: str) -> int:
+        return self.memory_list_caps.get(field, self.memory_list_cap)
+
+    @property
+    def llm_configured(self) -> bool:
+        return bool(self.llm_base_url and self.llm_model)

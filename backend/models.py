@@ -1,0 +1,93 @@
+"""The memory field catalogue and the API's request/response models.
+
+The catalogue here and the one in `supabase_schema.sql` (`public.memory_field_kind`) must agree;
+a database test checks that they do.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, Field
+
+
+class FieldKind(StrEnum):
+    OBJECT = "object"
+    LIST = "list"
+
+
+class MemoryField(StrEnum):
+    IDENTITY = "identity"
+    CURRENT_STATE = "current_state"
+    LONG_TERM_SUMMARY = "long_term_summary"
+    CORE_INSTRUCTIONS = "core_instructions"
+    EPISODIC_MEMORY = "episodic_memory"
+    REWARDS = "rewards"
+    PARENT_REPORTS = "parent_reports"
+
+    @property
+    def kind(self) -> FieldKind:
+        return FIELD_KINDS[self]
+
+    def default(self) -> dict[str, Any] | list[Any]:
+        """A fresh empty value of this field's kind (what a user with no row reads)."""
+        return {} if self.kind is FieldKind.OBJECT else []
+
+
+FIELD_KINDS: dict[MemoryField, FieldKind] = {
+    MemoryField.IDENTITY: FieldKind.OBJECT,
+    MemoryField.CURRENT_STATE: FieldKind.OBJECT,
+    MemoryField.LONG_TERM_SUMMARY: FieldKind.OBJECT,
+    MemoryField.CORE_INSTRUCTIONS: FieldKind.LIST,
+    MemoryField.EPISODIC_MEMORY: FieldKind.LIST,
+    MemoryField.REWARDS: FieldKind.LIST,
+    MemoryField.PARENT_REPORTS: FieldKind.LIST,
+}
+OBJECT_FIELDS = frozenset(f.value for f, k in FIELD_KINDS.items() if k is FieldKind.OBJECT)
+LIST_FIELDS = frozenset(f.value for f, k in FIELD_KINDS.items() if k is FieldKind.LIST)
+
+JsonObject = dict[str, Any]
+
+
+class MemoryDocument(BaseModel):
+    """The whole memory of one user. `version` 0 means no row is stored yet."""
+
+    identity: JsonObject = Field(default_factory=dict)
+    current_state: JsonObject = Field(default_factory=dict)
+    long_term_summary: JsonObject = Field(default_factory=dict)
+    core_instructions: list[JsonObject] = Field(default_factory=list)
+    episodic_memory: list[JsonObject] = Field(default_factory=list)
+    rewards: list[JsonObject] = Field(default_factory=list)
+    parent_reports: list[JsonObject] = Field(default_factory=list)
+    version: int = 0
+    updated_at: datetime | None = None
+
+
+class StoredValue(BaseModel):
+    """A field's value after a write, with the row's new version."""
+
+    value: JsonObject | list[JsonObject]
+    version: int
+    updated_at: datetime | None = None
+
+
+class AppendResult(BaseModel):
+    """The stored items of one append (earlier copies for ids that were already there)."""
+
+    items: list[JsonObject]
+    version: int
+    updated_at: datetime | None = None
+
+
+class CurrentUserOut(BaseModel):
+    id: UUID
+    role: str
+    is_anonymous: bool
+    claims: JsonObject
+
+
+class ErrorOut(BaseModel):
+    detail: str | list[Any]

@@ -1,0 +1,451 @@
+-- Memory service schema: one memory document per Supabase Auth user, protected by RLS.
+--
+-- Apply it in the Supabase SQL editor (or `supabase db push` / psql against the project).
+-- Idempotent: applying it again changes nothing. Locally the app applies it itself, after
+-- `local_supabase_bootstrap.sql` has made plain PostgreSQL look like a fresh Supabase database.
+--
+-- Every write that depends on the current content happens inside ONE function call below
+-- (security invoker, so RLS applies to the calling user): two concurrent requests can never
+-- lose each other's update.
+
+-- ---------------------------------------------------------------------------------------
+-- The table
+-- ---------------------------------------------------------------------------------------
+create table if not exists public.memories (
+  id uuid primary key default gen_random_uuid(),
+  user_id uuid not null unique references auth.users (id) on delete cascade,
+  identity jsonb not null default '{}'::jsonb
+    constraint memories_identity_is_object check (jsonb_typeof(identity) = 'object'),
+  current_state jsonb not null default '{}'::jsonb
+    constraint memories_current_state_is_object check (jsonb_typeof(current_state) = 'object'),
+  long_term_summary jsonb not null default '{}'::jsonb
+    constraint memories_long_term_summary_is_object check (jsonb_typeof(long_term_summary) = 'object'),
+  core_instructions jsonb not null default '[]'::jsonb
+    constraint memories_core_instructions_is_array check (jsonb_typeof(core_instructions) = 'array'),
+  episodic_memory jsonb not null default '[]'::jsonb
+    constraint memories_episodic_memory_is_array check (jsonb_typeof(episodic_memory) = 'array'),
+  rewards jsonb not null default '[]'::jsonb
+    constraint memories_rewards_is_array check (jsonb_typeof(rewards) = 'array'),
+  parent_reports jsonb not null default '[]'::jsonb
+    constraint memories_parent_reports_is_array check (jsonb_typeof(parent_reports) = 'array'),
+  version bigint not null default 1,
+  created_at timestamptz not null default now(),
+  updated_at timestamptz not null default now()
+);
+
+comment on table public.memories is
+  'One memory document per user (identity, state, summary, instructions, episodes, rewards, reports).';
+comment on column public.memories.version is
+  'Bumped by a trigger on every write; the API serves it as the ETag.';
+
+-- ---------------------------------------------------------------------------------------
+-- version and updated_at move on every write, whoever writes
+-- ---------------------------------------------------------------------------------------
+create or replace function public.memories_track_write()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  if tg_op = 'INSERT' then
+    new.version := 1;
+    new.created_at := now();
+    new.updated_at := clock_timestamp();
+  else
+    new.id := old.id;
+    new.created_at := old.created_at;
+    new.version := old.version + 1;
+    new.updated_at := greatest(clock_timestamp(), old.updated_at + interval '1 microsecond');
+  end if;
+  return new;
+end
+$$;
+
+create or replace trigger memories_track_write
+  before insert or update on public.memories
+  for each row execute function public.memories_track_write();
+
+-- ---------------------------------------------------------------------------------------
+-- Row level security: a signed-in user sees and changes only their own row; anon nothing.
+-- ---------------------------------------------------------------------------------------
+alter table public.memories enable row level security;
+
+-- The original plan's policies (evaluated auth.uid() per row, applied to every role).
+drop policy if exists "Users can view their own memories" on public.memories;
+drop policy if exists "Users can update their own memories" on public.memories;
+drop policy if exists "Users can insert their own memories" on public.memories;
+
+drop policy if exists memories_select_own on public.memories;
+create policy memories_select_own on public.memories
+  for select to authenticated
+  using ((select auth.uid()) = user_id);
+
+drop policy if exists memories_insert_own on public.memories;
+create policy memories_insert_own on public.memories
+  for insert to authenticated
+  with check ((select auth.uid()) = user_id);
+
+drop policy if exists memories_update_own on public.memories;
+create policy memories_update_own on public.memories
+  for update to authenticated
+  using ((select auth.uid()) = user_id)
+  with check ((select auth.uid()) = user_id);
+
+drop policy if exists memories_delete_own on public.memories;
+create policy memories_delete_own on public.memories
+  for delete to authenticated
+  using ((select auth.uid()) = user_id);
+
+-- Supabase grants everything in public to anon and authenticated by default: take it back.
+revoke all on table public.memories from public, anon, authenticated;
+grant select, insert, update, delete on table public.memories to authenticated;
+
+-- ---------------------------------------------------------------------------------------
+-- Helpers
+-- ---------------------------------------------------------------------------------------
+
+-- The field catalogue: 'object' or 'list', null for anything else. Mirrors backend/models.py.
+create or replace function public.memory_field_kind(p_field text)
+returns text
+language sql
+immutable
+security invoker
+set search_path = ''
+as $$
+  select case p_field
+    when 'identity' then 'object'
+    when 'current_state' then 'object'
+    when 'long_term_summary' then 'object'
+    when 'core_instructions' then 'list'
+    when 'episodic_memory' then 'list'
+    when 'rewards' then 'list'
+    when 'parent_reports' then 'list'
+  end
+$$;
+
+-- The calling user, from the verified JWT PostgREST (or our repository) put in the transaction.
+create or replace function public.memory_require_user()
+returns uuid
+language plpgsql
+stable
+security invoker
+set search_path = ''
+as $$
+declare
+  v_uid uuid := auth.uid();
+begin
+  if v_uid is null then
+    raise exception 'no signed-in user' using errcode = '42501';
+  end if;
+  return v_uid;
+end
+$$;
+
+-- Refuses an unknown field, or one of another kind than p_kind ('object' or 'list').
+create or replace function public.memory_require_field(p_field text, p_kind text)
+returns void
+language plpgsql
+immutable
+security invoker
+set search_path = ''
+as $$
+declare
+  v_kind text := public.memory_field_kind(p_field);
+begin
+  if v_kind is null then
+    raise exception 'unknown memory field: %', p_field using errcode = '22023';
+  end if;
+  if p_kind is not null and v_kind <> p_kind then
+    raise exception 'memory field % is not a % field', p_field, p_kind using errcode = '22023';
+  end if;
+end
+$$;
+
+-- A list item as stored: an object with a string `id` (a new uuid when absent) and a
+-- `created_at` (now when absent).
+create or replace function public.memory_normalize_item(p_item jsonb)
+returns jsonb
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+begin
+  if jsonb_typeof(p_item) is distinct from 'object' then
+    raise exception 'list items must be JSON objects' using errcode = '22023';
+  end if;
+  if p_item -> 'id' is null or p_item -> 'id' = 'null'::jsonb then
+    p_item := p_item || jsonb_build_object('id', gen_random_uuid());
+  elsif jsonb_typeof(p_item -> 'id') <> 'string' or p_item ->> 'id' = '' then
+    raise exception 'item id must be a non-empty string' using errcode = '22023';
+  end if;
+  if p_item -> 'created_at' is null or p_item -> 'created_at' = 'null'::jsonb then
+    p_item := p_item || jsonb_build_object('created_at', now());
+  end if;
+  return p_item;
+end
+$$;
+
+-- ---------------------------------------------------------------------------------------
+-- Writes. Each returns {"value"|"items": …, "version": n, "updated_at": t}.
+-- p_expected_version (If-Match): null = unconditional; 0 = only if no row exists yet;
+-- n = only if the row is at version n. A mismatch raises PT412 (PostgREST answers 412).
+-- ---------------------------------------------------------------------------------------
+
+-- Replace a field's whole value (list items are normalized: id and created_at).
+create or replace function public.memory_set_field(
+  p_field text,
+  p_value jsonb,
+  p_expected_version bigint default null
+)
+returns jsonb
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  v_uid uuid := public.memory_require_user();
+  v_kind text := public.memory_field_kind(p_field);
+  v_result jsonb;
+begin
+  perform public.memory_require_field(p_field, null);
+  if v_kind = 'object' and jsonb_typeof(p_value) is distinct from 'object' then
+    raise exception 'memory field % holds a JSON object', p_field using errcode = '22023';
+  end if;
+  if v_kind = 'list' then
+    if jsonb_typeof(p_value) is distinct from 'array' then
+      raise exception 'memory field % holds a JSON array', p_field using errcode = '22023';
+    end if;
+    select coalesce(jsonb_agg(public.memory_normalize_item(e) order by o), '[]'::jsonb)
+      into p_value
+      from jsonb_array_elements(p_value) with ordinality as t(e, o);
+  end if;
+
+  if p_expected_version is null or p_expected_version = 0 then
+    execute format(
+      'insert into public.memories as m (user_id, %1$I) values ($1, $2)
+       on conflict (user_id) do update set %1$I = excluded.%1$I where $3 is null
+       returning jsonb_build_object(''value'', m.%1$I, ''version'', m.version, ''updated_at'', m.updated_at)',
+      p_field)
+      into v_result using v_uid, p_value, p_expected_version;
+  else
+    execute format(
+      'update public.memories as m set %1$I = $2 where m.user_id = $1 and m.version = $3
+       returning jsonb_build_object(''value'', m.%1$I, ''version'', m.version, ''updated_at'', m.updated_at)',
+      p_field)
+      into v_result using v_uid, p_value, p_expected_version;
+  end if;
+
+  if v_result is null then
+    raise exception 'memory is not at version %', p_expected_version using errcode = 'PT412';
+  end if;
+  return v_result;
+end
+$$;
+
+-- Shallow-merge an object into an object field; a null value removes that key
+-- (as in JSON Merge Patch, one level deep).
+create or replace function public.memory_merge_field(
+  p_field text,
+  p_patch jsonb,
+  p_expected_version bigint default null
+)
+returns jsonb
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  v_uid uuid := public.memory_require_user();
+  v_removed text[];
+  v_added jsonb;
+  v_result jsonb;
+begin
+  perform public.memory_require_field(p_field, 'object');
+  if jsonb_typeof(p_patch) is distinct from 'object' then
+    raise exception 'a merge patch is a JSON object' using errcode = '22023';
+  end if;
+  select coalesce(array_agg(key), '{}') into v_removed
+    from jsonb_each(p_patch) where value = 'null'::jsonb;
+  v_added := p_patch - v_removed;
+
+  if p_expected_version is null or p_expected_version = 0 then
+    execute format(
+      'insert into public.memories as m (user_id, %1$I) values ($1, $2)
+       on conflict (user_id) do update set %1$I = (m.%1$I || $2) - $3 where $4 is null
+       returning jsonb_build_object(''value'', m.%1$I, ''version'', m.version, ''updated_at'', m.updated_at)',
+      p_field)
+      into v_result using v_uid, v_added, v_removed, p_expected_version;
+  else
+    execute format(
+      'update public.memories as m set %1$I = (m.%1$I || $2) - $3
+       where m.user_id = $1 and m.version = $4
+       returning jsonb_build_object(''value'', m.%1$I, ''version'', m.version, ''updated_at'', m.updated_at)',
+      p_field)
+      into v_result using v_uid, v_added, v_removed, p_expected_version;
+  end if;
+
+  if v_result is null then
+    raise exception 'memory is not at version %', p_expected_version using errcode = 'PT412';
+  end if;
+  return v_result;
+end
+$$;
+
+-- Append items to a list field, then keep only the newest p_cap (clamped to 1..10000).
+-- An item whose id is already stored is not appended again: its stored copy is returned
+-- (a retry is a no-op); the same id with other content raises PT409.
+create or replace function public.memory_append_items(
+  p_field text,
+  p_items jsonb,
+  p_cap integer default 500
+)
+returns jsonb
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  v_uid uuid := public.memory_require_user();
+  v_cap integer := least(greatest(coalesce(p_cap, 500), 1), 10000);
+  v_row record;
+  v_list jsonb;
+  v_new jsonb := '[]'::jsonb;
+  v_out jsonb := '[]'::jsonb;
+  v_item jsonb;
+  v_probe jsonb;
+  v_stored jsonb;
+  v_length integer;
+  v_version bigint;
+  v_updated_at timestamptz;
+begin
+  perform public.memory_require_field(p_field, 'list');
+  if jsonb_typeof(p_items) is distinct from 'array' or jsonb_array_length(p_items) = 0 then
+    raise exception 'items must be a non-empty JSON array' using errcode = '22023';
+  end if;
+
+  -- Lock this user's row (creating it first if needed): concurrent appends queue here.
+  for attempt in 1..2 loop
+    execute format(
+      'select m.%1$I as list, m.version, m.updated_at from public.memories as m
+       where m.user_id = $1 for update', p_field)
+      into v_row using v_uid;
+    exit when v_row.list is not null;
+    insert into public.memories (user_id) values (v_uid) on conflict (user_id) do nothing;
+  end loop;
+  v_list := v_row.list;
+
+  for v_item in select public.memory_normalize_item(e) from jsonb_array_elements(p_items) as e loop
+    v_probe := jsonb_build_array(jsonb_build_object('id', v_item -> 'id'));
+    v_stored := null;
+    if v_list @> v_probe then
+      select e into v_stored from jsonb_array_elements(v_list) as e
+        where e -> 'id' = v_item -> 'id' limit 1;
+    elsif v_new @> v_probe then
+      select e into v_stored from jsonb_array_elements(v_new) as e
+        where e -> 'id' = v_item -> 'id' limit 1;
+    end if;
+
+    if v_stored is null then
+      v_new := v_new || jsonb_build_array(v_item);
+      v_out := v_out || jsonb_build_array(v_item);
+    elsif (v_stored - 'created_at') = (v_item - 'created_at') then
+      v_out := v_out || jsonb_build_array(v_stored);
+    else
+      raise exception 'item % is already stored with other content', v_item ->> 'id'
+        using errcode = 'PT409';
+    end if;
+  end loop;
+
+  if jsonb_array_length(v_new) = 0 then
+    v_version := v_row.version;
+    v_updated_at := v_row.updated_at;
+  else
+    v_list := v_list || v_new;
+    v_length := jsonb_array_length(v_list);
+    if v_length > v_cap then
+      v_list := jsonb_path_query_array(
+        v_list, '$[$from to last]', jsonb_build_object('from', v_length - v_cap));
+    end if;
+    execute format(
+      'update public.memories as m set %1$I = $2 where m.user_id = $1
+       returning m.version, m.updated_at', p_field)
+      into v_version, v_updated_at using v_uid, v_list;
+  end if;
+
+  return jsonb_build_object('items', v_out, 'version', v_version, 'updated_at', v_updated_at);
+end
+$$;
+
+-- Remove the item with this id from a list field. Returns null when there is no such item.
+create or replace function public.memory_remove_item(p_field text, p_item_id text)
+returns jsonb
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  v_uid uuid := public.memory_require_user();
+  v_result jsonb;
+begin
+  perform public.memory_require_field(p_field, 'list');
+  execute format(
+    'update public.memories as m
+     set %1$I = m.%1$I - (select (t.o - 1)::integer
+                          from jsonb_array_elements(m.%1$I) with ordinality as t(e, o)
+                          where t.e -> ''id'' = to_jsonb($2) limit 1)
+     where m.user_id = $1 and m.%1$I @> jsonb_build_array(jsonb_build_object(''id'', $2))
+     returning jsonb_build_object(''version'', m.version, ''updated_at'', m.updated_at)',
+    p_field)
+    into v_result using v_uid, p_item_id;
+  return v_result;
+end
+$$;
+
+-- Erase the calling user's whole memory. Returns whether there was a row.
+create or replace function public.memory_erase()
+returns boolean
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  v_uid uuid := public.memory_require_user();
+begin
+  delete from public.memories where user_id = v_uid;
+  return found;
+end
+$$;
+
+-- ---------------------------------------------------------------------------------------
+-- Function privileges: signed-in users only (PostgreSQL grants EXECUTE to PUBLIC, and
+-- Supabase to anon, by default).
+-- ---------------------------------------------------------------------------------------
+revoke all on function public.memories_track_write() from public, anon, authenticated;
+revoke all on function public.memory_field_kind(text) from public, anon;
+revoke all on function public.memory_require_user() from public, anon;
+revoke all on function public.memory_require_field(text, text) from public, anon;
+revoke all on function public.memory_normalize_item(jsonb) from public, anon;
+revoke all on function public.memory_set_field(text, jsonb, bigint) from public, anon;
+revoke all on function public.memory_merge_field(text, jsonb, bigint) from public, anon;
+revoke all on function public.memory_append_items(text, jsonb, integer) from public, anon;
+revoke all on function public.memory_remove_item(text, text) from public, anon;
+revoke all on function public.memory_erase() from public, anon;
+
+grant execute on function public.memory_field_kind(text) to authenticated;
+grant execute on function public.memory_require_user() to authenticated;
+grant execute on function public.memory_require_field(text, text) to authenticated;
+grant execute on function public.memory_normalize_item(jsonb) to authenticated;
+grant execute on function public.memory_set_field(text, jsonb, bigint) to authenticated;
+grant execute on function public.memory_merge_field(text, jsonb, bigint) to authenticated;
+grant execute on function public.memory_append_items(text, jsonb, integer) to authenticated;
+grant execute on function public.memory_remove_item(text, text) to authenticated;
+grant execute on function public.memory_erase() to authenticated;
+
+-- Tell PostgREST (Supabase's API) to pick up new functions right away.
+notify pgrst, 'reload schema';
