@@ -6,6 +6,7 @@ a database test checks that they do.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -50,6 +51,23 @@ OBJECT_FIELDS = frozenset(f.value for f, k in FIELD_KINDS.items() if k is FieldK
 LIST_FIELDS = frozenset(f.value for f, k in FIELD_KINDS.items() if k is FieldKind.LIST)
 
 JsonObject = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A verified Supabase Auth user: the data layer acts as this user with `token`."""
+
+    id: UUID
+    claims: JsonObject
+    token: str
+
+    @property
+    def role(self) -> str:
+        return str(self.claims.get("role", ""))
+
+    @property
+    def is_anonymous(self) -> bool:
+        return self.claims.get("is_anonymous") is True
 
 
 class MemoryDocument(BaseModel):

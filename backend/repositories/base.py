@@ -1,0 +1,50 @@
+"""The memory repository protocol: one storage backend per implementation, no FastAPI inside.
+
+Every method acts as `user` (RLS applies in the database) and is one round trip to storage.
+Errors are domain errors from `errors.py`; a storage failure is never answered as "empty".
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from models import AppendResult, MemoryDocument, MemoryField, StoredValue, User
+
+
+class MemoryRepository(Protocol):
+    async def read_document(self, user: User) -> MemoryDocument:
+        """The user's whole memory; defaults and version 0 when no row exists (creates none)."""
+        ...
+
+    async def read_field(self, user: User, field: MemoryField) -> tuple[Any, int]:
+        """One field's stored value and the row version; the field's default and 0 if no row."""
+        ...
+
+    async def set_field(
+        self, user: User, field: MemoryField, value: Any, *, expected_version: int | None
+    ) -> StoredValue: ...
+
+    async def merge_field(
+        self,
+        user: User,
+        field: MemoryField,
+        patch: dict[str, Any],
+        *,
+        expected_version: int | None,
+    ) -> StoredValue: ...
+
+    async def append_items(
+        self, user: User, field: MemoryField, items: list[dict[str, Any]], *, cap: int
+    ) -> AppendResult: ...
+
+    async def remove_item(self, user: User, field: MemoryField, item_id: str) -> bool:
+        """True when the item was there and is gone; False when there was no such item."""
+        ...
+
+    async def erase(self, user: User) -> bool:
+        """Delete the user's row; True when there was one."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise StorageUnavailable when storage can not be reached (readiness)."""
+        ...

@@ -1,0 +1,65 @@
+"""The process's shared clients, opened once in the lifespan and closed after it.
+
+`open_services` picks the storage backend (DESIGN section 5) and builds everything a request
+needs from it; dependencies read the result from `request.app.state.services`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+
+from config import Backend, Settings
+from repositories.base import MemoryRepository
+from services.embedded_postgres import EmbeddedPostgres
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    settings: Settings
+    http: httpx.AsyncClient
+    repository: MemoryRepository
+    embedded: EmbeddedPostgres | None = None
+
+
+def new_http_client(settings: Settings) -> httpx.AsyncClient:
+    """The one pooled HTTP client (Supabase, JWKS, LLM); per-call timeouts are set by callers."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.storage_timeout_seconds),
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        follow_redirects=False,
+    )
+
+
+@asynccontextmanager
+async def open_services(settings: Settings) -> AsyncIterator[Services]:
+    async with AsyncExitStack() as stack:
+        http = await stack.enter_async_context(new_http_client(settings))
+        embedded: EmbeddedPostgres | None = None
+        repository: MemoryRepository
+        if settings.backend is Backend.SUPABASE:
+            from repositories.supabase import SupabaseMemoryRepository
+
+            repository = SupabaseMemoryRepository(settings, http)
+        else:
+            from repositories.postgres import PostgresMemoryRepository
+            from services.database import apply_schema, create_pool
+
+            if settings.backend is Backend.EMBEDDED:
+                embedded = EmbeddedPostgres(settings.resolved_data_dir)
+                await embedded.start_async()
+                stack.push_async_callback(embedded.stop_async)
+                dsn = embedded.dsn
+            else:
+                assert settings.database_url is not None
+                dsn = settings.database_url.get_secret_value()
+            pool = await create_pool(dsn, settings)
+            stack.push_async_callback(pool.close)
+            if embedded is not None:
+                async with pool.acquire() as conn:
+                    await apply_schema(conn, bootstrap=True)
+            repository = PostgresMemoryRepository(pool, settings)
+        yield Services(settings=settings, http=http, repository=repository, embedded=embedded)

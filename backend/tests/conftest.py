@@ -1,0 +1,111 @@
+"""Shared fixtures: real PostgreSQL servers (the embedded one always, the machine's service on
+127.0.0.1:5432 when it answers), each test session in throwaway databases."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from config import Settings
+from services.database import apply_schema, create_pool
+from services.embedded_postgres import EmbeddedPostgres
+
+SYSTEM_POSTGRES_DSN = os.environ.get(
+    "TEST_SYSTEM_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+# Tests never read the developer's .env: every setting they need is passed explicitly.
+for _name in list(os.environ):
+    if _name.startswith(("SUPABASE_", "LLM_", "DATABASE_URL", "MEMORY_")):
+        del os.environ[_name]
+
+
+def _system_postgres_answers() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def make_settings(**overrides: object) -> Settings:
+    """Settings that ignore any .env file."""
+    return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
+
+
+@pytest.fixture(scope="session")
+def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(Path(tmp_path_factory.mktemp("embedded")))
+    server.start()
+    yield server
+    server.stop()
+
+
+SERVER_KINDS = ["embedded", "system"]
+
+
+@pytest.fixture(scope="session", params=SERVER_KINDS)
+def server_dsn(request: pytest.FixtureRequest) -> str:
+    """The admin DSN of one real PostgreSQL server."""
+    if request.param == "system":
+        if not _system_postgres_answers():
+            pytest.skip("no PostgreSQL service on 127.0.0.1:5432")
+        return SYSTEM_POSTGRES_DSN
+    server: EmbeddedPostgres = request.getfixturevalue("embedded_server")
+    return server.dsn
+
+
+def _with_database(dsn: str, database: str) -> str:
+    """The same server, another database (works for host:port and socket-dir DSNs alike)."""
+    base, _, query = dsn.partition("?")
+    base = base.rsplit("/", 1)[0] + "/" + database
+    return f"{base}?{query}" if query else base
+
+
+@pytest.fixture(scope="session")
+async def database_dsn(server_dsn: str) -> AsyncIterator[str]:
+    """A throwaway database with the local Supabase bootstrap and the schema applied."""
+    name = f"memtest_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(f'create database "{name}"')
+    finally:
+        await admin.close()
+    dsn = _with_database(server_dsn, name)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await apply_schema(conn, bootstrap=True)
+    finally:
+        await conn.close()
+    yield dsn
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(f'drop database if exists "{name}" with (force)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def admin_pool(database_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool connected as the superuser (like Supabase's `postgres`), json codecs on."""
+    pool = await create_pool(database_dsn, make_settings(), min_size=0, max_size=20)
+    yield pool
+    await pool.close()
+
+
+async def create_auth_user(pool: asyncpg.Pool, user_id: uuid.UUID | None = None) -> uuid.UUID:
+    """Insert a user into auth.users, as Supabase Auth would on sign-up."""
+    user_id = user_id or uuid.uuid4()
+    await pool.execute(
+        "insert into auth.users (id, aud, role, email) values ($1, 'authenticated',"
+        " 'authenticated', $2)",
+        user_id,
+        f"{user_id.hex[:8]}@example.test",
+    )
+    return user_id
