@@ -6,6 +6,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from models import User
+from services.auth_service import get_current_user
 from services.container import Services
 
 
@@ -15,3 +17,4 @@ async def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+CurrentUserDep = Annotated[User, Depends(get_current_user)]
