@@ -51,6 +51,14 @@ class WrongFieldKind(ServiceError):
     status_code = 405
     detail = "method not allowed on this kind of field"
 
+    def __init__(self, detail: str | None = None, *, allow: str) -> None:
+        super().__init__(detail)
+        self.allow = allow
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        return {"Allow": self.allow}
+
 
 class Conflict(ServiceError):
     status_code = 409

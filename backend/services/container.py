@@ -15,6 +15,7 @@ import httpx
 from config import Backend, Settings
 from repositories.base import MemoryRepository
 from services.embedded_postgres import EmbeddedPostgres
+from services.memory_service import MemoryService
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +23,7 @@ class Services:
     settings: Settings
     http: httpx.AsyncClient
     repository: MemoryRepository
+    memory: MemoryService
     embedded: EmbeddedPostgres | None = None
 
 
@@ -62,4 +64,10 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 async with pool.acquire() as conn:
                     await apply_schema(conn, bootstrap=True)
             repository = PostgresMemoryRepository(pool, settings)
-        yield Services(settings=settings, http=http, repository=repository, embedded=embedded)
+        yield Services(
+            settings=settings,
+            http=http,
+            repository=repository,
+            memory=MemoryService(repository, settings),
+            embedded=embedded,
+        )

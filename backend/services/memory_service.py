@@ -1,0 +1,198 @@
+"""The memory service: validation, limits and idempotency on top of a `MemoryRepository`.
+
+The repository does every write in one SQL function call (no read-modify-write here), so this
+layer only decides *what* to write. Storage errors propagate: a failed read is never "empty".
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from config import Settings
+from errors import InvalidValue, ItemNotFound, PayloadTooLarge, UnknownField, WrongFieldKind
+from models import AppendResult, FieldKind, MemoryDocument, MemoryField, StoredValue, User
+from repositories.base import MemoryRepository
+
+MAX_ITEMS_PER_APPEND = 100
+MAX_ITEM_ID_LENGTH = 200
+_IDEMPOTENCY_NAMESPACE = uuid.UUID("4f9d8a52-3a52-4c41-9a53-5d8a4b6f0c11")
+_MISSING: Any = object()
+
+
+def resolve_field(name: str) -> MemoryField:
+    """The catalogue entry for `name`; unknown names are a 404, never a column lookup."""
+    try:
+        return MemoryField(name)
+    except ValueError:
+        raise UnknownField(f"unknown memory field {name!r}") from None
+
+
+def require_kind(field: MemoryField, kind: FieldKind) -> None:
+    if field.kind is not kind:
+        raise WrongFieldKind(
+            f"{field.value} is a{'n' if field.kind is FieldKind.OBJECT else ''} "
+            f"{field.kind.value} field",
+            allow="GET, PUT, PATCH" if field.kind is FieldKind.OBJECT else "GET, PUT, POST",
+        )
+
+
+def encoded_size(value: Any) -> int:
+    """Bytes of `value` as JSON; refuses what PostgreSQL's jsonb can not hold (NaN, \\u0000)."""
+    try:
+        text = json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except ValueError as exc:
+        raise InvalidValue("NaN and Infinity are not JSON values") from exc
+    if "\\u0000" in text:
+        raise InvalidValue("strings may not contain the NUL character (\\u0000)")
+    return len(text.encode())
+
+
+class MemoryService:
+    def __init__(self, repository: MemoryRepository, settings: Settings) -> None:
+        self._repository = repository
+        self._settings = settings
+
+    # --- reads --------------------------------------------------------------------------
+
+    async def read_document(self, user: User) -> MemoryDocument:
+        return await self._repository.read_document(user)
+
+    async def read_field(
+        self,
+        user: User,
+        field: MemoryField,
+        *,
+        limit: int | None = None,
+        before: str | None = None,
+    ) -> tuple[Any, int]:
+        """A field's value and the row version. For list fields, `before` keeps the items older
+        than that item id (404 when it is not there) and `limit` the newest N of those."""
+        value, version = await self._repository.read_field(user, field)
+        if field.kind is FieldKind.LIST and (before is not None or limit is not None):
+            items: list[Any] = value
+            if before is not None:
+                index = next((i for i, item in enumerate(items) if item.get("id") == before), None)
+                if index is None:
+                    raise ItemNotFound(f"no item {before!r} in {field.value}")
+                items = items[:index]
+            if limit is not None:
+                items = items[-limit:] if limit > 0 else []
+            value = items
+        return value, version
+
+    async def read_db_field(self, user: User, field: str, default: Any = _MISSING) -> Any:
+        """The seed's read: the stored value of `field`. `default` (else the field's empty value)
+        only when the user has no row yet; storage errors propagate."""
+        value, version = await self._repository.read_field(user, resolve_field(field))
+        if version == 0 and default is not _MISSING:
+            return default
+        return value
+
+    # --- writes -------------------------------------------------------------------------
+
+    async def write_db_field(
+        self, user: User, field: str, value: Any, *, expected_version: int | None = None
+    ) -> StoredValue:
+        """The seed's write: replace a field's whole value (an upsert on the user's row)."""
+        return await self.set_field(
+            user, resolve_field(field), value, expected_version=expected_version
+        )
+
+    async def set_field(
+        self, user: User, field: MemoryField, value: Any, *, expected_version: int | None = None
+    ) -> StoredValue:
+        if field.kind is FieldKind.OBJECT:
+            if not isinstance(value, dict):
+                raise InvalidValue(f"{field.value} holds a JSON object")
+            encoded_size(value)
+        else:
+            self._check_items(value, field, limit=self._settings.list_cap(field.value))
+        return await self._repository.set_field(
+            user, field, value, expected_version=expected_version
+        )
+
+    async def merge_field(
+        self,
+        user: User,
+        field: MemoryField,
+        patch: Any,
+        *,
+        expected_version: int | None = None,
+    ) -> StoredValue:
+        require_kind(field, FieldKind.OBJECT)
+        if not isinstance(patch, dict):
+            raise InvalidValue("a merge patch is a JSON object")
+        encoded_size(patch)
+        return await self._repository.merge_field(
+            user, field, patch, expected_version=expected_version
+        )
+
+    async def append_items(
+        self,
+        user: User,
+        field: MemoryField,
+        items: Any,
+        *,
+        idempotency_key: str | None = None,
+    ) -> AppendResult:
+        """Append one item or up to 100. With an idempotency key, items without an id get ids
+        derived from (user, field, key, position): a retry finds them stored and appends none."""
+        require_kind(field, FieldKind.LIST)
+        batch = [items] if isinstance(items, dict) else items
+        if not isinstance(batch, list) or not 1 <= len(batch) <= MAX_ITEMS_PER_APPEND:
+            raise InvalidValue(f"send one item object or an array of 1-{MAX_ITEMS_PER_APPEND}")
+        self._check_items(batch, field, limit=MAX_ITEMS_PER_APPEND)
+        if idempotency_key is not None:
+            batch = [
+                item
+                if "id" in item and item["id"] is not None
+                else {
+                    **item,
+                    "id": str(
+                        uuid.uuid5(
+                            _IDEMPOTENCY_NAMESPACE,
+                            f"{user.id}/{field.value}/{idempotency_key}/{position}",
+                        )
+                    ),
+                }
+                for position, item in enumerate(batch)
+            ]
+        return await self._repository.append_items(
+            user, field, batch, cap=self._settings.list_cap(field.value)
+        )
+
+    async def remove_item(self, user: User, field: MemoryField, item_id: str) -> None:
+        require_kind(field, FieldKind.LIST)
+        if not await self._repository.remove_item(user, field, item_id):
+            raise ItemNotFound(f"no item {item_id!r} in {field.value}")
+
+    async def erase(self, user: User) -> None:
+        await self._repository.erase(user)
+
+    # --- validation ---------------------------------------------------------------------
+
+    def _check_items(self, items: Any, field: MemoryField, *, limit: int) -> None:
+        """List items: objects, ids (when given) unique non-empty strings, each within size."""
+        if not isinstance(items, list):
+            raise InvalidValue(f"{field.value} holds a JSON array of objects")
+        if len(items) > limit:
+            raise InvalidValue(f"at most {limit} items in {field.value}")
+        seen: set[str] = set()
+        for item in items:
+            if not isinstance(item, dict):
+                raise InvalidValue(f"{field.value} items are JSON objects")
+            item_id = item.get("id")
+            if item_id is not None:
+                if not isinstance(item_id, str) or not 0 < len(item_id) <= MAX_ITEM_ID_LENGTH:
+                    raise InvalidValue(
+                        f"an item id is a string of 1-{MAX_ITEM_ID_LENGTH} characters"
+                    )
+                if item_id in seen:
+                    raise InvalidValue(f"item id {item_id!r} appears twice")
+                seen.add(item_id)
+            if encoded_size(item) > self._settings.max_item_bytes:
+                raise PayloadTooLarge(
+                    f"an item is larger than {self._settings.max_item_bytes} bytes"
+                )
