@@ -8,11 +8,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from config import Settings
 from errors import ServiceError
-from routers import health
+from middleware import BodySizeLimitMiddleware, RequestIdMiddleware, configure_logging
+from routers import health, memory
 from services.container import open_services
 
 logger = logging.getLogger(__name__)
@@ -42,7 +44,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def service_error_handler(request: Request, exc: ServiceError) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
+    @app.exception_handler(Exception)
+    async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
+        """A bug, not an input problem: log it with the request id, answer without details."""
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
     app.include_router(health.router)
+    app.include_router(memory.router)
+
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "PUT", "PATCH", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "If-Match", "Idempotency-Key",
+                           "X-Request-ID"],
+            expose_headers=["ETag", "Retry-After", "X-Request-ID"],
+            max_age=600,
+        )
+    app.add_middleware(RequestIdMiddleware)
     return app
 
 
@@ -50,13 +72,14 @@ def main() -> None:
     import uvicorn
 
     settings = Settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings.log_level)
     uvicorn.run(
         "main:create_app",
         factory=True,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=None,  # keep our handler: every line carries the request id
     )
 
 

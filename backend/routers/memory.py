@@ -1,0 +1,221 @@
+"""The memory API (DESIGN section 6): HTTP only — parse, call the memory service, shape the reply.
+
+Every route acts as the bearer token's user; `ETag` carries the row version and `If-Match`
+makes a write conditional on it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Response, status
+
+from deps import CurrentUserDep, ServicesDep
+from errors import VersionMismatch
+from models import (
+    FIELD_KINDS,
+    ErrorOut,
+    JsonObject,
+    MemoryDocument,
+    MemoryField,
+)
+from services.memory_service import MAX_ITEMS_PER_APPEND, MemoryService, resolve_field
+
+router = APIRouter(prefix="/api/memory", tags=["memory"])
+
+_ERROR_TEXT = {
+    401: "missing, invalid or expired bearer token",
+    404: "unknown field (or item)",
+    405: "method not allowed on this kind of field",
+    409: "idempotency conflict: the key or item id was used with a different body",
+    412: "If-Match does not match the current version",
+    413: "body or item too large",
+    422: "invalid body or parameters",
+    503: "storage unreachable or timed out; retry after Retry-After seconds",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` for these statuses (401 and 503 are possible everywhere)."""
+    return {
+        code: {"model": ErrorOut, "description": _ERROR_TEXT[code]}
+        for code in sorted({401, 503, *codes})
+    }
+
+
+FIELD_NAMES = ", ".join(f"{f.value} ({k.value})" for f, k in FIELD_KINDS.items())
+FieldName = Annotated[str, Path(description=f"A memory field: {FIELD_NAMES}.")]
+IfMatch = Annotated[
+    str | None,
+    Header(
+        alias="If-Match",
+        description='Write only if the memory is still at this ETag (`"<version>"`); '
+        '`"0"` means "only if nothing is stored yet".',
+        max_length=64,
+    ),
+]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="A retry with the same key appends nothing and answers the same items.",
+        min_length=1,
+        max_length=255,
+    ),
+]
+
+
+async def memory_field(field: FieldName) -> MemoryField:
+    return resolve_field(field)
+
+
+async def memory_service(services: ServicesDep) -> MemoryService:
+    return services.memory
+
+
+FieldDep = Annotated[MemoryField, Depends(memory_field)]
+MemoryDep = Annotated[MemoryService, Depends(memory_service)]
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def expected_version(if_match: str | None) -> int | None:
+    """The version an If-Match names (`"3"`, `W/"3"`); `*` or no header: no condition."""
+    if if_match is None or if_match.strip() == "*":
+        return None
+    tag = if_match.strip().removeprefix("W/").strip('"')
+    if not tag.isdigit():
+        raise VersionMismatch("If-Match must be an ETag served by this API")
+    return int(tag)
+
+
+@router.get(
+    "",
+    summary="The whole memory document",
+    response_model=MemoryDocument,
+    responses=errors(),
+)
+async def read_memory(user: CurrentUserDep, memory: MemoryDep, response: Response) -> Any:
+    document = await memory.read_document(user)
+    response.headers["ETag"] = etag(document.version)
+    return document
+
+
+@router.delete(
+    "",
+    summary="Erase the user's whole memory",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=errors(),
+)
+async def erase_memory(user: CurrentUserDep, memory: MemoryDep) -> Response:
+    await memory.erase(user)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/{field}",
+    summary="One field: an object, or a list of items (oldest first)",
+    response_model=JsonObject | list[JsonObject],
+    responses=errors(404, 422),
+)
+async def read_field(
+    user: CurrentUserDep,
+    field: FieldDep,
+    memory: MemoryDep,
+    response: Response,
+    limit: Annotated[
+        int | None, Query(ge=0, le=10_000, description="List fields: only the newest N items")
+    ] = None,
+    before: Annotated[
+        str | None,
+        Query(min_length=1, max_length=200, description="List fields: items older than this id"),
+    ] = None,
+) -> Any:
+    value, version = await memory.read_field(user, field, limit=limit, before=before)
+    response.headers["ETag"] = etag(version)
+    return value
+
+
+@router.put(
+    "/{field}",
+    summary="Replace a field's whole value",
+    response_model=JsonObject | list[JsonObject],
+    responses=errors(404, 412, 413, 422),
+)
+async def replace_field(
+    user: CurrentUserDep,
+    field: FieldDep,
+    memory: MemoryDep,
+    value: Annotated[JsonObject | list[JsonObject], Body(description="The whole new value")],
+    response: Response,
+    if_match: IfMatch = None,
+) -> Any:
+    stored = await memory.set_field(
+        user, field, value, expected_version=expected_version(if_match)
+    )
+    response.headers["ETag"] = etag(stored.version)
+    return stored.value
+
+
+@router.patch(
+    "/{field}",
+    summary="Shallow-merge into an object field (a null value removes that key)",
+    response_model=JsonObject,
+    responses=errors(404, 405, 412, 413, 422),
+)
+async def merge_field(
+    user: CurrentUserDep,
+    field: FieldDep,
+    memory: MemoryDep,
+    patch: Annotated[JsonObject, Body(description="Keys to set; null removes a key")],
+    response: Response,
+    if_match: IfMatch = None,
+) -> Any:
+    stored = await memory.merge_field(
+        user, field, patch, expected_version=expected_version(if_match)
+    )
+    response.headers["ETag"] = etag(stored.version)
+    return stored.value
+
+
+@router.post(
+    "/{field}",
+    summary=f"Append one item or 1-{MAX_ITEMS_PER_APPEND} items to a list field",
+    status_code=status.HTTP_201_CREATED,
+    response_model=list[JsonObject],
+    responses=errors(404, 405, 409, 413, 422),
+)
+async def append_items(
+    user: CurrentUserDep,
+    field: FieldDep,
+    memory: MemoryDep,
+    items: Annotated[
+        JsonObject | list[JsonObject],
+        Body(description="An item object, or an array of them; each gets `id` and `created_at`"),
+    ],
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
+    result = await memory.append_items(user, field, items, idempotency_key=idempotency_key)
+    response.headers["ETag"] = etag(result.version)
+    return result.items
+
+
+@router.delete(
+    "/{field}/{item_id}",
+    summary="Remove one item from a list field",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=errors(404, 405),
+)
+async def remove_item(
+    user: CurrentUserDep,
+    field: FieldDep,
+    memory: MemoryDep,
+    item_id: Annotated[str, Path(min_length=1, max_length=200)],
+) -> Response:
+    await memory.remove_item(user, field, item_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
