@@ -10,11 +10,15 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
+from fastapi import FastAPI
 
 from config import Settings
+from main import create_app
 from services.database import apply_schema, create_pool
 from services.embedded_postgres import EmbeddedPostgres
+from tests.tokens import TEST_JWT_SECRET
 
 SYSTEM_POSTGRES_DSN = os.environ.get(
     "TEST_SYSTEM_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -109,3 +113,27 @@ async def create_auth_user(pool: asyncpg.Pool, user_id: uuid.UUID | None = None)
         f"{user_id.hex[:8]}@example.test",
     )
     return user_id
+
+
+@pytest.fixture(scope="session")
+async def embedded_app(embedded_server: EmbeddedPostgres) -> AsyncIterator[FastAPI]:
+    """The app on the embedded backend (sharing the session's embedded server), lifespan run,
+    accepting HS256 tokens signed with TEST_JWT_SECRET."""
+    settings = make_settings(
+        memory_backend="embedded",
+        data_dir=embedded_server.pgdata.parent,
+        supabase_jwt_secret=TEST_JWT_SECRET,
+        memory_list_caps={"rewards": 5},
+        max_item_bytes=4096,
+        max_body_bytes=64 * 1024,
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest.fixture
+async def client(embedded_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=embedded_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
