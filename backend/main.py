@@ -14,7 +14,8 @@ from fastapi.responses import JSONResponse
 from config import Settings
 from errors import ServiceError
 from middleware import BodySizeLimitMiddleware, RequestIdMiddleware, configure_logging
-from routers import health, memory
+from routers import health, me, memory
+from services.auth_service import resolve_auth_settings
 from services.container import open_services
 
 logger = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ logger = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. Settings are read and validated here, so a bad configuration stops the
     process before it serves anything."""
-    settings = settings or Settings()
+    settings = resolve_auth_settings(settings or Settings())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
     app.include_router(health.router)
+    app.include_router(me.router)
     app.include_router(memory.router)
 
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)

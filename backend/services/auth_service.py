@@ -1,38 +1,160 @@
-"""PLACEHOLDER (being replaced by the Auth issue's full implementation): HS256 only."""
+"""Verifying Supabase Auth access tokens: `get_current_user`, the dependency every route uses.
+
+The token's `alg` picks the key source and the key fixes the algorithm: HS256 only with
+SUPABASE_JWT_SECRET (legacy projects; the embedded dev secret), ES256/RS256 only with a key of
+the project's JWKS. So `none` never verifies, a public key is never used as an HMAC secret and
+the secret never verifies an asymmetric token. Then the claims: `exp`/`nbf` with leeway, `aud`
+holds "authenticated", `iss` when configured, `role` "authenticated", `sub` a UUID, anonymous
+sign-ins unless refused. `user_metadata` is never looked at (users can edit it). Every failure
+is an `InvalidToken` (401); verification is CPU-only apart from a JWKS (re)fetch, so it runs
+inline in an async dependency.
+"""
 
 from __future__ import annotations
 
+import logging
 import uuid
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import jwt
-from fastapi import Depends, Request
+from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import SecretStr
 
+from config import Backend, Settings
 from errors import InvalidToken
 from models import User
+from services.jwks import ASYMMETRIC_ALGORITHMS, JwksCache
 
-_bearer = HTTPBearer(auto_error=False)
+if TYPE_CHECKING:
+    from services.container import Services
+
+logger = logging.getLogger(__name__)
+
+AUDIENCE = "authenticated"
+USER_ROLE = "authenticated"
+HMAC_ALGORITHM = "HS256"
+# Supabase tokens are 1-2 KB (4-8 with big metadata): a longer one is refused before any work.
+MAX_TOKEN_CHARS = 16 * 1024
+_REQUIRED_CLAIMS = ["exp", "sub", "aud", "role"]
+
+
+class AuthConfigError(RuntimeError):
+    """No way to verify tokens: a start-up error, never a per-request 500."""
+
+
+def resolve_auth_settings(settings: Settings) -> Settings:
+    """`settings` with the key material the app verifies tokens with, checked once at start-up.
+
+    The embedded backend without SUPABASE_JWT_SECRET gets its generated dev secret (kept in
+    DATA_DIR). Any other backend without a secret or a JWKS source is refused, saying what to
+    set.
+    """
+    if settings.supabase_jwt_secret is None and settings.backend is Backend.EMBEDDED:
+        from services.dev_tokens import dev_secret_path, load_or_create_dev_secret
+
+        secret = load_or_create_dev_secret(dev_secret_path(settings))
+        settings = settings.model_copy(update={"supabase_jwt_secret": SecretStr(secret)})
+    if settings.supabase_jwt_secret is None and settings.jwks_url is None:
+        raise AuthConfigError(
+            "no way to verify access tokens: set SUPABASE_URL (its JWKS is used for ES256/RS256"
+            " keys) or SUPABASE_JWKS_URL, and/or SUPABASE_JWT_SECRET for a project still on"
+            " the legacy HS256 secret"
+        )
+    if (
+        settings.supabase_jwt_secret is not None
+        and not settings.supabase_jwt_secret.get_secret_value()
+    ):
+        raise AuthConfigError("SUPABASE_JWT_SECRET is set but empty")
+    return settings
+
+
+class TokenVerifier:
+    """Turns a bearer token into a `User` or raises `InvalidToken`; one per process."""
+
+    def __init__(self, settings: Settings, jwks: JwksCache | None) -> None:
+        secret = settings.supabase_jwt_secret
+        self._secret = secret.get_secret_value().encode() if secret is not None else None
+        self._jwks = jwks
+        self._issuer = settings.supabase_jwt_issuer or None
+        self._leeway = settings.auth_leeway_seconds
+        self._allow_anonymous = settings.auth_allow_anonymous
+
+    async def verify(self, token: str) -> User:
+        if not token or len(token) > MAX_TOKEN_CHARS or token.count(".") != 2:
+            raise InvalidToken()
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise InvalidToken() from exc
+        algorithm = header.get("alg")
+        key: jwt.PyJWK | bytes
+        if algorithm == HMAC_ALGORITHM and self._secret is not None:
+            key = self._secret
+        elif algorithm in ASYMMETRIC_ALGORITHMS and self._jwks is not None:
+            kid = header.get("kid")
+            key = await self._jwks.key_for(kid if isinstance(kid, str) else None, algorithm)
+        else:
+            raise InvalidToken()
+        claims = self._decode(token, key)
+        return User(id=self._check_claims(claims), claims=claims, token=token)
+
+    def _decode(self, token: str, key: jwt.PyJWK | bytes) -> dict[str, Any]:
+        algorithm = key.algorithm_name if isinstance(key, jwt.PyJWK) else HMAC_ALGORITHM
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                audience=AUDIENCE,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": _REQUIRED_CLAIMS},
+            )
+        except jwt.PyJWTError as exc:
+            logger.debug("token refused: %s", exc)
+            raise InvalidToken() from exc
+        except Exception as exc:  # whatever a hostile token triggers: a 401, never a 500
+            logger.warning("token refused by an unexpected %s", type(exc).__name__)
+            raise InvalidToken() from exc
+        return claims
+
+    def _check_claims(self, claims: dict[str, Any]) -> uuid.UUID:
+        """The checks PyJWT does not do; returns the user id."""
+        if claims.get("role") != USER_ROLE:  # anon and service_role keys are not users
+            raise InvalidToken()
+        anonymous = claims.get("is_anonymous", False)
+        if not isinstance(anonymous, bool) or (anonymous and not self._allow_anonymous):
+            raise InvalidToken()
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or len(sub) != 36:
+            raise InvalidToken()
+        try:
+            user_id = uuid.UUID(sub)
+        except ValueError as exc:
+            raise InvalidToken() from exc
+        if str(user_id) != sub.lower():  # the canonical 8-4-4-4-12 form only
+            raise InvalidToken()
+        return user_id
+
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="SupabaseAccessToken",
+    description="A Supabase Auth access token (the session's `access_token`).",
+)
 
 
 async def get_current_user(
     request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> User:
+    """The verified user of this request; 401 (never FastAPI's 403) for a missing, non-Bearer
+    or invalid token. In the embedded backend the user is also recorded in `auth.users`."""
     if credentials is None:
         raise InvalidToken()
-    settings = request.app.state.settings
-    secret = settings.supabase_jwt_secret
-    if secret is None:
-        raise InvalidToken()
-    try:
-        claims = jwt.decode(
-            credentials.credentials,
-            secret.get_secret_value(),
-            algorithms=["HS256"],
-            audience="authenticated",
-        )
-        user_id = uuid.UUID(claims["sub"])
-    except (jwt.PyJWTError, KeyError, ValueError) as exc:
-        raise InvalidToken() from exc
-    return User(id=user_id, claims=claims, token=credentials.credentials)
+    services: Services = request.app.state.services
+    user = await services.verifier.verify(credentials.credentials)
+    if services.users is not None:
+        await services.users.ensure(user)
+    return user

@@ -14,7 +14,10 @@ import httpx
 
 from config import Backend, Settings
 from repositories.base import MemoryRepository
+from services.auth_service import TokenVerifier, resolve_auth_settings
 from services.embedded_postgres import EmbeddedPostgres
+from services.embedded_users import EmbeddedUserDirectory
+from services.jwks import JwksCache
 from services.memory_service import MemoryService
 
 
@@ -24,7 +27,9 @@ class Services:
     http: httpx.AsyncClient
     repository: MemoryRepository
     memory: MemoryService
+    verifier: TokenVerifier
     embedded: EmbeddedPostgres | None = None
+    users: EmbeddedUserDirectory | None = None  # the embedded backend records users on sight
 
 
 def new_http_client(settings: Settings) -> httpx.AsyncClient:
@@ -38,9 +43,16 @@ def new_http_client(settings: Settings) -> httpx.AsyncClient:
 
 @asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
+    settings = resolve_auth_settings(settings)  # create_app did it already; idempotent
     async with AsyncExitStack() as stack:
         http = await stack.enter_async_context(new_http_client(settings))
+        jwks = (
+            JwksCache(http, settings.jwks_url, cache_seconds=settings.jwks_cache_seconds)
+            if settings.jwks_url
+            else None
+        )
         embedded: EmbeddedPostgres | None = None
+        users: EmbeddedUserDirectory | None = None
         repository: MemoryRepository
         if settings.backend is Backend.SUPABASE:
             from repositories.supabase import SupabaseMemoryRepository
@@ -63,11 +75,14 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             if embedded is not None:
                 async with pool.acquire() as conn:
                     await apply_schema(conn, bootstrap=True)
+                users = EmbeddedUserDirectory(pool, timeout=settings.storage_timeout_seconds)
             repository = PostgresMemoryRepository(pool, settings)
         yield Services(
             settings=settings,
             http=http,
             repository=repository,
             memory=MemoryService(repository, settings),
+            verifier=TokenVerifier(settings, jwks),
             embedded=embedded,
+            users=users,
         )
