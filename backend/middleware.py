@@ -48,9 +48,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = dict(scope["headers"]).get(_REQUEST_ID_HEADER, b"")
-        request_id = (
-            incoming.decode() if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        )
+        request_id = incoming.decode() if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
 
         async def send_with_id(message: Message) -> None:

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from config import Settings
 from errors import (
@@ -31,16 +32,24 @@ from models import AppendResult, MemoryDocument, MemoryField, StoredValue, User
 
 logger = logging.getLogger(__name__)
 
+Connection = asyncpg.Connection | PoolConnectionProxy
+
 # What PostgREST runs first in every request's transaction (as the `role` claim says; only
 # `authenticated` users get here).
 IMPERSONATE_SQL = (
-    "select set_config('role', 'authenticated', true),"
-    " set_config('request.jwt.claims', $1, true)"
+    "select set_config('role', 'authenticated', true), set_config('request.jwt.claims', $1, true)"
 )
 _DOCUMENT_COLUMNS = ", ".join([*(f.value for f in MemoryField), "version", "updated_at"])
+# Column names below come from the MemoryField catalogue only, never from a request.
 READ_DOCUMENT_SQL = (
-    f"select {_DOCUMENT_COLUMNS} from public.memories where user_id = (select auth.uid())"
+    f"select {_DOCUMENT_COLUMNS} from public.memories"  # noqa: S608
+    " where user_id = (select auth.uid())"
 )
+READ_FIELD_SQL = {
+    field: f'select "{field.value}" as value, version from public.memories'  # noqa: S608
+    " where user_id = (select auth.uid())"
+    for field in MemoryField
+}
 SET_FIELD_SQL = "select public.memory_set_field($1, $2::jsonb, $3)"
 MERGE_FIELD_SQL = "select public.memory_merge_field($1, $2::jsonb, $3)"
 APPEND_ITEMS_SQL = "select public.memory_append_items($1, $2::jsonb, $3)"
@@ -79,7 +88,7 @@ class PostgresMemoryRepository:
         self._timeout = settings.storage_timeout_seconds
 
     @asynccontextmanager
-    async def _as_user(self, user: User) -> AsyncIterator[asyncpg.Connection]:
+    async def _as_user(self, user: User) -> AsyncIterator[Connection]:
         """One transaction as `user`, bounded by the storage timeout; faults become 503."""
         try:
             async with asyncio.timeout(self._timeout):
@@ -98,12 +107,8 @@ class PostgresMemoryRepository:
         return MemoryDocument() if row is None else MemoryDocument(**dict(row))
 
     async def read_field(self, user: User, field: MemoryField) -> tuple[Any, int]:
-        sql = (
-            f'select "{field.value}" as value, version from public.memories'
-            " where user_id = (select auth.uid())"
-        )
         async with self._as_user(user) as conn:
-            row = await conn.fetchrow(sql)
+            row = await conn.fetchrow(READ_FIELD_SQL[field])
         if row is None:
             return field.default(), 0
         return row["value"], row["version"]

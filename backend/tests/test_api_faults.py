@@ -96,7 +96,9 @@ async def test_storage_timeout_gives_503_and_writes_nothing(
         # Hold the user's row lock: the next append must wait, and give up at the timeout.
         transaction = blocker.transaction()
         await transaction.start()
-        await blocker.execute("select 1 from public.memories where user_id = $1 for update", user_id)
+        await blocker.execute(
+            "select 1 from public.memories where user_id = $1 for update", user_id
+        )
         response = await fault_client.post("/api/memory/rewards", json={"n": 2}, headers=auth)
         assert response.status_code == 503
         assert "retry-after" in response.headers

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 
 import httpx
 
@@ -25,12 +26,14 @@ class TestReadDocument:
         first = await client.get("/api/memory", headers=auth)
         assert first.status_code == 200
         body = first.json()
-        assert {f: body[f] for f in OBJECT_FIELDS} == dict.fromkeys(OBJECT_FIELDS, {})
+        assert {f: body[f] for f in OBJECT_FIELDS} == {f: {} for f in OBJECT_FIELDS}
         assert {f: body[f] for f in LIST_FIELDS} == {f: [] for f in LIST_FIELDS}
         assert body["version"] == 0 and body["updated_at"] is None
         assert first.headers["etag"] == '"0"'
         # A read creates nothing: a conditional "only if nothing stored" write still succeeds.
-        put = await client.put("/api/memory/identity", json={"a": 1}, headers={**auth, "If-Match": '"0"'})
+        put = await client.put(
+            "/api/memory/identity", json={"a": 1}, headers={**auth, "If-Match": '"0"'}
+        )
         assert put.status_code == 200
 
     async def test_document_reflects_writes_and_version(self, client: httpx.AsyncClient) -> None:
@@ -55,15 +58,15 @@ class TestObjectFields:
         assert get.json() == {"mood": "happy"}
         assert get.headers["etag"] == put.headers["etag"]
 
-    async def test_patch_merges_shallowly_and_null_removes(
-        self, client: httpx.AsyncClient
-    ) -> None:
+    async def test_patch_merges_shallowly_and_null_removes(self, client: httpx.AsyncClient) -> None:
         auth = new_user()
         await client.put(
             "/api/memory/identity", json={"name": "Robo", "age": 7, "pet": {"a": 1}}, headers=auth
         )
         patch = await client.patch(
-            "/api/memory/identity", json={"age": None, "pet": {"b": 2}, "color": "red"}, headers=auth
+            "/api/memory/identity",
+            json={"age": None, "pet": {"b": 2}, "color": "red"},
+            headers=auth,
         )
         assert patch.status_code == 200
         assert patch.json() == {"name": "Robo", "pet": {"b": 2}, "color": "red"}
@@ -120,9 +123,13 @@ class TestIfMatch:
         auth = new_user()
         first = await client.put("/api/memory/identity", json={"v": 1}, headers=auth)
         weak = "W/" + first.headers["etag"]
-        ok = await client.put("/api/memory/identity", json={"v": 2}, headers={**auth, "If-Match": weak})
+        ok = await client.put(
+            "/api/memory/identity", json={"v": 2}, headers={**auth, "If-Match": weak}
+        )
         assert ok.status_code == 200
-        star = await client.put("/api/memory/identity", json={"v": 3}, headers={**auth, "If-Match": "*"})
+        star = await client.put(
+            "/api/memory/identity", json={"v": 3}, headers={**auth, "If-Match": "*"}
+        )
         assert star.status_code == 200
 
 
@@ -171,7 +178,8 @@ class TestListFields:
     ) -> None:
         auth = new_user()
         put = await client.put(
-            "/api/memory/core_instructions", json=[{"text": "be kind"}, {"id": "x", "text": "t"}],
+            "/api/memory/core_instructions",
+            json=[{"text": "be kind"}, {"id": "x", "text": "t"}],
             headers=auth,
         )
         assert put.status_code == 200
@@ -200,11 +208,15 @@ class TestListFields:
             f"/api/memory/parent_reports?limit=2&before={items[4]['id']}", headers=auth
         )
         assert [i["n"] for i in page.json()] == [2, 3]
-        first = await client.get(f"/api/memory/parent_reports?before={items[1]['id']}", headers=auth)
+        first = await client.get(
+            f"/api/memory/parent_reports?before={items[1]['id']}", headers=auth
+        )
         assert [i["n"] for i in first.json()] == [0]
         missing = await client.get("/api/memory/parent_reports?before=nope", headers=auth)
         assert missing.status_code == 404
-        assert (await client.get("/api/memory/parent_reports?limit=-1", headers=auth)).status_code == 422
+        assert (
+            await client.get("/api/memory/parent_reports?limit=-1", headers=auth)
+        ).status_code == 422
 
     async def test_remove_item(self, client: httpx.AsyncClient) -> None:
         auth = new_user()
@@ -315,7 +327,7 @@ class TestErrors:
         assert response.status_code == 413
 
     async def test_chunked_body_over_limit_is_413(self, client: httpx.AsyncClient) -> None:
-        async def chunks():  # type: ignore[no-untyped-def]
+        async def chunks() -> AsyncIterator[bytes]:
             yield b'{"text": "'
             for _ in range(70):
                 yield b"x" * 1024
@@ -352,9 +364,7 @@ class TestIsolationAndConcurrency:
         per_user = 50
 
         async def append(auth: dict[str, str], n: int) -> int:
-            response = await client.post(
-                "/api/memory/episodic_memory", json={"n": n}, headers=auth
-            )
+            response = await client.post("/api/memory/episodic_memory", json={"n": n}, headers=auth)
             return response.status_code
 
         statuses = await asyncio.gather(
@@ -372,11 +382,11 @@ class TestHealth:
         ready = await client.get("/readyz")
         assert ready.status_code == 200 and ready.json()["backend"] == "embedded"
 
-    async def test_openapi_documents_every_route_and_error(
-        self, client: httpx.AsyncClient
-    ) -> None:
+    async def test_openapi_documents_every_route_and_error(self, client: httpx.AsyncClient) -> None:
         spec = (await client.get("/openapi.json")).json()
         field_path = spec["paths"]["/api/memory/{field}"]
         assert set(field_path) == {"get", "put", "patch", "post"}
-        assert {"401", "404", "405", "409", "413", "422", "503"} <= set(field_path["post"]["responses"])
+        assert {"401", "404", "405", "409", "413", "422", "503"} <= set(
+            field_path["post"]["responses"]
+        )
         assert "412" in field_path["put"]["responses"]
