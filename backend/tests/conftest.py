@@ -138,3 +138,23 @@ async def client(embedded_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=embedded_app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         yield http
+
+
+SEED_CLIENT_TEST_MODULE = "tests.test_supabase_client"
+SEED_CLIENT_TEST_ENV = {
+    "SUPABASE_URL": "https://seedtestproject00000.supabase.co",
+    "SUPABASE_KEY": "sb_publishable_seed-test-key_0000000000",
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _supabase_env_for_seed_client_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The seed's own test (kept word for word) reads SUPABASE_URL/SUPABASE_KEY from the
+    environment: give it placeholder credentials, for that module only (no network is used)."""
+    if request.module.__name__ != SEED_CLIENT_TEST_MODULE:
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in SEED_CLIENT_TEST_ENV.items():
+            patch.setenv(name, value)
+        yield
