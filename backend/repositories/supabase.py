@@ -1,0 +1,247 @@
+"""Memory repository on Supabase: PostgREST, as the user, over the process's shared httpx pool.
+
+Each operation is ONE PostgREST request built by postgrest-py on a per-request client that
+carries `apikey: SUPABASE_KEY` and the user's own bearer token, so RLS and the SQL functions
+of `supabase_schema.sql` (called by RPC with named arguments) see that user. Reads select the
+user's row (`user_id=eq.<uid>`); every write is one function call. PostgREST's error bodies
+(`code`, `message`, `details`, `hint`) are mapped to domain errors here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import httpx
+from postgrest import AsyncPostgrestClient
+from postgrest.base_request_builder import RequestConfig
+from postgrest.exceptions import APIError, APIErrorFromJSON, generate_default_error_message
+from pydantic import BaseModel, ValidationError
+
+from config import Settings
+from errors import (
+    Conflict,
+    Forbidden,
+    IdempotencyConflict,
+    InvalidToken,
+    InvalidValue,
+    ServiceError,
+    StorageError,
+    StorageUnavailable,
+    VersionMismatch,
+)
+from models import AppendResult, MemoryDocument, MemoryField, StoredValue, User
+from services.supabase_client import (
+    SupabaseCredentials,
+    anon_postgrest_client,
+    user_postgrest_client,
+)
+
+logger = logging.getLogger(__name__)
+
+TABLE = "memories"
+DOCUMENT_COLUMNS = (*(f.value for f in MemoryField), "version", "updated_at")
+
+_TOKEN_CODES = frozenset({"PGRST301", "PGRST302", "PGRST303"})  # JWT refused by PostgREST
+_UNAVAILABLE_CODES = frozenset({"PGRST000", "PGRST001", "PGRST002", "PGRST003"})
+_UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57", "58")  # connection, resources, operator, system
+
+Request = RequestConfig[httpx.AsyncClient]
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def api_error_from(response: httpx.Response) -> APIError:
+    """The APIError postgrest-py's `execute()` would raise for this response (a JSON error body,
+    or for any other body the status, or PostgREST's code from `Proxy-Status`)."""
+    try:
+        return APIError(dict(APIErrorFromJSON.model_validate_json(response.content)))
+    except ValidationError:
+        return APIError(generate_default_error_message(response))
+
+
+def storage_error_for(status: int, error: APIError) -> ServiceError:
+    """Map a PostgREST error (HTTP status + body) to a domain error. Messages of errors our SQL
+    raises (22023, PT409) are safe to show; anything else is described without SQL."""
+    code = error.code or ""
+    message = error.message or ""
+    if code == "PT412":
+        return VersionMismatch()
+    if code == "PT409":
+        return IdempotencyConflict(message or None)
+    if code == "22023":
+        return InvalidValue(message or None)
+    if code.startswith("22") or code == "23514":
+        return InvalidValue("the value can not be stored (invalid JSON content)")
+    if code in _TOKEN_CODES or (code == "42501" and status == 401):
+        return InvalidToken()  # PostgREST refused the token, or saw no user (anon)
+    if code == "42501":
+        return Forbidden()
+    if code in ("23505", "23503"):
+        return Conflict("the memory row conflicts with existing data")
+    if (
+        status >= 500
+        or status == 429
+        or code in _UNAVAILABLE_CODES
+        or code.startswith(_UNAVAILABLE_SQLSTATE_CLASSES)
+    ):
+        logger.warning("Supabase unavailable: HTTP %s, code %s", status, code or "-")
+        return StorageUnavailable()
+    logger.error(
+        "Supabase refused the request: HTTP %s, code %s: %s (hint: %s)",
+        status,
+        code or "-",
+        message,
+        error.hint,
+    )
+    return StorageError()
+
+
+def _no_rows(error: APIError) -> bool:
+    """PGRST116 for an empty result (a single-object read of a row that is not there)."""
+    return error.code == "PGRST116" and "0 rows" in str(error.details or "")
+
+
+def _model(model: type[_M], data: Any) -> _M:
+    """`data` as `model`; a body of another shape is storage misbehaving, not an empty value."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        logger.error("unexpected Supabase response for %s", model.__name__)
+        raise StorageError() from exc
+
+
+class SupabaseMemoryRepository:
+    def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
+        self._credentials = SupabaseCredentials.from_settings(settings)
+        self._http = http
+        self._timeout = settings.storage_timeout_seconds
+
+    def _client(self, user: User) -> AsyncPostgrestClient:
+        if not user.token:
+            raise InvalidToken()
+        return user_postgrest_client(self._credentials, self._http, user.token)
+
+    async def _send(self, request: Request) -> httpx.Response:
+        """Send one built request, once, within the storage timeout.
+
+        postgrest-py's `execute()` drops the HTTP status, which tells "retry later" (5xx) from
+        a refusal; so the request it built is sent here and its errors parsed as it would.
+        """
+        try:
+            pending: Awaitable[httpx.Response] = request.send(httpx.Headers())  # encodes the body
+        except (ValueError, TypeError) as exc:
+            raise InvalidValue("the value is not JSON (NaN, Infinity or another type)") from exc
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await pending
+        except (TimeoutError, httpx.TransportError) as exc:
+            logger.warning("Supabase unavailable: %s", type(exc).__name__)
+            raise StorageUnavailable() from exc
+
+    @staticmethod
+    def _json(response: httpx.Response) -> Any:
+        """The success body, or the domain error for an error response."""
+        if not response.is_success:
+            raise storage_error_for(response.status_code, api_error_from(response))
+        try:
+            return response.json()
+        except ValueError as exc:
+            logger.error("Supabase answered HTTP %s without a JSON body", response.status_code)
+            raise StorageError() from exc
+
+    async def _select_row(self, user: User, columns: tuple[str, ...]) -> dict[str, Any] | None:
+        """The user's row (these columns), or None when there is none."""
+        request = (
+            self._client(user).from_(TABLE).select(*columns).eq("user_id", str(user.id)).request
+        )
+        response = await self._send(request)
+        if not response.is_success:
+            error = api_error_from(response)
+            if _no_rows(error):
+                return None
+            raise storage_error_for(response.status_code, error)
+        rows = self._json(response)
+        if (
+            not isinstance(rows, list)
+            or len(rows) > 1
+            or not all(isinstance(r, dict) for r in rows)
+        ):
+            logger.error("unexpected Supabase rows for one user: %s", type(rows).__name__)
+            raise StorageError()
+        return rows[0] if rows else None
+
+    async def _rpc(self, user: User, function: str, args: dict[str, Any]) -> Any:
+        """POST /rpc/<function> with named arguments; the function's JSON result."""
+        request = self._client(user).rpc(function, args).request
+        return self._json(await self._send(request))
+
+    async def read_document(self, user: User) -> MemoryDocument:
+        row = await self._select_row(user, DOCUMENT_COLUMNS)
+        return MemoryDocument() if row is None else _model(MemoryDocument, row)
+
+    async def read_field(self, user: User, field: MemoryField) -> tuple[Any, int]:
+        row = await self._select_row(user, (field.value, "version"))
+        if row is None:
+            return field.default(), 0
+        value, version = row.get(field.value), row.get("version")
+        if value is None or not isinstance(version, int):
+            logger.error("unexpected Supabase row for field %s", field.value)
+            raise StorageError()
+        return value, version
+
+    async def set_field(
+        self, user: User, field: MemoryField, value: Any, *, expected_version: int | None
+    ) -> StoredValue:
+        args = {"p_field": field.value, "p_value": value, "p_expected_version": expected_version}
+        return _model(StoredValue, await self._rpc(user, "memory_set_field", args))
+
+    async def merge_field(
+        self,
+        user: User,
+        field: MemoryField,
+        patch: dict[str, Any],
+        *,
+        expected_version: int | None,
+    ) -> StoredValue:
+        args = {"p_field": field.value, "p_patch": patch, "p_expected_version": expected_version}
+        return _model(StoredValue, await self._rpc(user, "memory_merge_field", args))
+
+    async def append_items(
+        self, user: User, field: MemoryField, items: list[dict[str, Any]], *, cap: int
+    ) -> AppendResult:
+        args = {"p_field": field.value, "p_items": items, "p_cap": cap}
+        return _model(AppendResult, await self._rpc(user, "memory_append_items", args))
+
+    async def remove_item(self, user: User, field: MemoryField, item_id: str) -> bool:
+        args = {"p_field": field.value, "p_item_id": item_id}
+        result = await self._rpc(user, "memory_remove_item", args)
+        return result is not None
+
+    async def erase(self, user: User) -> bool:
+        result = await self._rpc(user, "memory_erase", {})
+        if not isinstance(result, bool):
+            logger.error("unexpected Supabase result for memory_erase: %s", type(result).__name__)
+            raise StorageError()
+        return result
+
+    async def ping(self) -> None:
+        """PostgREST and its database answer: a zero-row read with the API key alone.
+
+        PostgREST runs it as `anon`, which may not read memories, so the expected answer is the
+        database's own `42501` refusal (or an empty 200): either proves gateway, PostgREST, the
+        database and the schema all answer. A gateway refusing the API key, a missing table or
+        any 5xx is not ready. (`/rest/v1/` is no probe: Supabase refuses it to anon keys.)
+        """
+        client = anon_postgrest_client(self._credentials, self._http)
+        request = client.from_(TABLE).select("version").limit(0).request
+        response = await self._send(request)
+        if response.is_success:
+            return
+        error = api_error_from(response)
+        code = error.code or ""
+        if response.status_code in (401, 403) and code == "42501":
+            return
+        logger.warning("Supabase not ready: HTTP %s, code %s", response.status_code, code or "-")
+        raise StorageUnavailable()
