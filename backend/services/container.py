@@ -41,6 +41,51 @@ def new_http_client(settings: Settings) -> httpx.AsyncClient:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Storage:
+    repository: MemoryRepository
+    embedded: EmbeddedPostgres | None = None
+    users: EmbeddedUserDirectory | None = None
+
+
+async def open_storage(
+    settings: Settings, http: httpx.AsyncClient, stack: AsyncExitStack
+) -> Storage:
+    """The configured backend's repository; what it opens is closed by `stack`."""
+    if settings.backend is Backend.SUPABASE:
+        from repositories.supabase import SupabaseMemoryRepository
+        from services.supabase_client import close_supabase_client, init_supabase_client
+
+        repository = SupabaseMemoryRepository(settings, http)
+        init_supabase_client(settings, http)  # the seed's get_supabase_client() shares the pool
+        stack.push_async_callback(close_supabase_client)
+        return Storage(repository)
+
+    from repositories.postgres import PostgresMemoryRepository
+    from services.database import apply_schema, create_pool
+
+    embedded: EmbeddedPostgres | None = None
+    if settings.backend is Backend.EMBEDDED:
+        embedded = EmbeddedPostgres(settings.resolved_data_dir)
+        await embedded.start_async()
+        stack.push_async_callback(embedded.stop_async)
+        dsn = embedded.dsn
+    else:
+        assert settings.database_url is not None
+        dsn = settings.database_url.get_secret_value()
+    pool = await create_pool(dsn, settings)
+    stack.push_async_callback(pool.close)
+    if embedded is None:
+        return Storage(PostgresMemoryRepository(pool, settings))
+    async with pool.acquire() as conn:
+        await apply_schema(conn, bootstrap=True)
+    return Storage(
+        PostgresMemoryRepository(pool, settings),
+        embedded=embedded,
+        users=EmbeddedUserDirectory(pool, timeout=settings.storage_timeout_seconds),
+    )
+
+
 @asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
     settings = resolve_auth_settings(settings)  # create_app did it already; idempotent
@@ -51,38 +96,13 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             if settings.jwks_url
             else None
         )
-        embedded: EmbeddedPostgres | None = None
-        users: EmbeddedUserDirectory | None = None
-        repository: MemoryRepository
-        if settings.backend is Backend.SUPABASE:
-            from repositories.supabase import SupabaseMemoryRepository
-
-            repository = SupabaseMemoryRepository(settings, http)
-        else:
-            from repositories.postgres import PostgresMemoryRepository
-            from services.database import apply_schema, create_pool
-
-            if settings.backend is Backend.EMBEDDED:
-                embedded = EmbeddedPostgres(settings.resolved_data_dir)
-                await embedded.start_async()
-                stack.push_async_callback(embedded.stop_async)
-                dsn = embedded.dsn
-            else:
-                assert settings.database_url is not None
-                dsn = settings.database_url.get_secret_value()
-            pool = await create_pool(dsn, settings)
-            stack.push_async_callback(pool.close)
-            if embedded is not None:
-                async with pool.acquire() as conn:
-                    await apply_schema(conn, bootstrap=True)
-                users = EmbeddedUserDirectory(pool, timeout=settings.storage_timeout_seconds)
-            repository = PostgresMemoryRepository(pool, settings)
+        storage = await open_storage(settings, http, stack)
         yield Services(
             settings=settings,
             http=http,
-            repository=repository,
-            memory=MemoryService(repository, settings),
+            repository=storage.repository,
+            memory=MemoryService(storage.repository, settings),
             verifier=TokenVerifier(settings, jwks),
-            embedded=embedded,
-            users=users,
+            embedded=storage.embedded,
+            users=storage.users,
         )
