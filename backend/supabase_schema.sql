@@ -220,6 +220,10 @@ begin
     select coalesce(jsonb_agg(public.memory_normalize_item(e) order by o), '[]'::jsonb)
       into p_value
       from jsonb_array_elements(p_value) with ordinality as t(e, o);
+    -- Ids name items (remove by id, repeated appends): two items may not share one.
+    if (select count(distinct e -> 'id') <> count(*) from jsonb_array_elements(p_value) as e) then
+      raise exception 'item ids in memory field % must be unique', p_field using errcode = '22023';
+    end if;
   end if;
 
   if p_expected_version is null or p_expected_version = 0 then
