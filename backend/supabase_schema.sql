@@ -33,6 +33,72 @@ create table if not exists public.memories (
   updated_at timestamptz not null default now()
 );
 
+-- A table made by the original plan (`create table memories …` without version, NOT NULLs,
+-- CHECKs or the cascade) is brought up to this shape, keeping its rows. Nothing happens when the
+-- table already has it.
+do $$
+declare
+  v_field record;
+  v_fkey text;
+begin
+  if not exists (
+    select from pg_catalog.pg_attribute
+    where attrelid = 'public.memories'::regclass and attname = 'version' and not attisdropped
+  ) then
+    alter table public.memories add column version bigint not null default 1;
+  end if;
+  if pg_catalog.pg_get_expr(
+       (select d.adbin from pg_catalog.pg_attrdef as d
+        join pg_catalog.pg_attribute as a on a.attrelid = d.adrelid and a.attnum = d.adnum
+        where d.adrelid = 'public.memories'::regclass and a.attname = 'id'),
+       'public.memories'::regclass) is distinct from 'gen_random_uuid()' then
+    alter table public.memories
+      alter column id set default gen_random_uuid(),
+      alter column created_at set default now(),
+      alter column updated_at set default now();
+  end if;
+
+  for v_field in
+    select f.name, f.json_kind, f.empty
+    from (values
+      ('identity', 'object', '{}'), ('current_state', 'object', '{}'),
+      ('long_term_summary', 'object', '{}'), ('core_instructions', 'array', '[]'),
+      ('episodic_memory', 'array', '[]'), ('rewards', 'array', '[]'),
+      ('parent_reports', 'array', '[]')
+    ) as f(name, json_kind, empty)
+  loop
+    if exists (
+      select from pg_catalog.pg_attribute
+      where attrelid = 'public.memories'::regclass and attname = v_field.name
+        and not attnotnull
+    ) then
+      execute format('update public.memories set %1$I = %2$L::jsonb where %1$I is null',
+                     v_field.name, v_field.empty);
+      execute format('alter table public.memories alter column %1$I set default %2$L::jsonb,'
+                     ' alter column %1$I set not null', v_field.name, v_field.empty);
+    end if;
+    if not exists (
+      select from pg_catalog.pg_constraint
+      where conrelid = 'public.memories'::regclass
+        and conname = format('memories_%s_is_%s', v_field.name, v_field.json_kind)
+    ) then
+      execute format('alter table public.memories add constraint %I check (jsonb_typeof(%I) = %L)',
+                     format('memories_%s_is_%s', v_field.name, v_field.json_kind),
+                     v_field.name, v_field.json_kind);
+    end if;
+  end loop;
+
+  select conname into v_fkey from pg_catalog.pg_constraint
+    where conrelid = 'public.memories'::regclass and contype = 'f'
+      and confrelid = 'auth.users'::regclass and confdeltype <> 'c';
+  if v_fkey is not null then
+    execute format('alter table public.memories drop constraint %I,'
+                   ' add constraint memories_user_id_fkey foreign key (user_id)'
+                   ' references auth.users (id) on delete cascade', v_fkey);
+  end if;
+end
+$$;
+
 comment on table public.memories is
   'One memory document per user (identity, state, summary, instructions, episodes, rewards, reports).';
 comment on column public.memories.version is
