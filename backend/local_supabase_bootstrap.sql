@@ -6,8 +6,35 @@
 -- `auth.users` and the `auth.uid()/role()/email()/jwt()` helpers reading `request.jwt.claims`
 -- exactly as Supabase's own definitions do. Idempotent: safe to run on every start.
 
+-- Roles belong to the whole cluster, which other databases on it share (two test runs at once,
+-- say): change them only when something is missing, and then one database at a time (a lock on
+-- the shared catalog; advisory locks are per database). Concurrent ALTER ROLE / GRANT of the
+-- same role otherwise fail with "tuple concurrently updated".
 do $$
+declare
+  v_ready boolean;
 begin
+  v_ready := (
+      select count(*) from pg_catalog.pg_roles
+      where rolname in ('anon', 'authenticated', 'service_role', 'authenticator')
+    ) = 4
+    and (
+      select count(*) from pg_catalog.pg_roles
+      where (rolname = 'anon' and rolconfig @> '{statement_timeout=3s}')
+         or (rolname = 'authenticated' and rolconfig @> '{statement_timeout=8s}')
+    ) = 2
+    and (
+      select count(distinct m.roleid) from pg_catalog.pg_auth_members as m
+      join pg_catalog.pg_roles as granted on granted.oid = m.roleid
+      join pg_catalog.pg_roles as member on member.oid = m.member
+      where member.rolname = 'authenticator'
+        and granted.rolname in ('anon', 'authenticated', 'service_role')
+    ) = 3;
+  if v_ready then
+    return;
+  end if;
+
+  lock table pg_catalog.pg_authid in share row exclusive mode;
   if not exists (select from pg_catalog.pg_roles where rolname = 'anon') then
     create role anon nologin inherit;
   end if;
@@ -20,12 +47,11 @@ begin
   if not exists (select from pg_catalog.pg_roles where rolname = 'authenticator') then
     create role authenticator login noinherit;
   end if;
+  alter role anon set statement_timeout = '3s';
+  alter role authenticated set statement_timeout = '8s';
+  grant anon, authenticated, service_role to authenticator;
 end
 $$;
-
-alter role anon set statement_timeout = '3s';
-alter role authenticated set statement_timeout = '8s';
-grant anon, authenticated, service_role to authenticator;
 
 -- public: usable by the API roles, and (as on Supabase) everything new in it is granted to
 -- them by default -- the schema file must revoke what it does not want exposed.
