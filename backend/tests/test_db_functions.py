@@ -16,6 +16,7 @@ import pytest
 from models import LIST_FIELDS, OBJECT_FIELDS
 from tests.conftest import create_auth_user
 from tests.db_helpers import (
+    API_CALLS,
     acting_as,
     call_as,
     execute_as,
@@ -503,3 +504,59 @@ class TestCascade:
         await admin_pool.execute("delete from auth.users where id = $1", a)
         assert await memory_row(admin_pool, a) is None
         assert await memory_row(admin_pool, b) is not None
+
+
+class TestNamedArguments:
+    """PostgREST calls `/rpc/<fn>` with the JSON body's keys as named arguments, and runs
+    STABLE functions read-only: the parameter names are part of the API, the writers are
+    VOLATILE."""
+
+    async def test_every_write_is_callable_by_name(
+        self, admin_pool: asyncpg.Pool, uid: uuid.UUID
+    ) -> None:
+        set_result = await call_as(
+            admin_pool,
+            uid,
+            "select public.memory_set_field(p_field := $1, p_value := $2::jsonb,"
+            " p_expected_version := $3)",
+            "identity",
+            {"a": 1},
+            0,
+        )
+        merged = await call_as(
+            admin_pool,
+            uid,
+            "select public.memory_merge_field(p_field := $1, p_patch := $2::jsonb,"
+            " p_expected_version := $3)",
+            "identity",
+            {"b": 2},
+            set_result["version"],
+        )
+        appended = await call_as(
+            admin_pool,
+            uid,
+            "select public.memory_append_items(p_field := $1, p_items := $2::jsonb, p_cap := $3)",
+            "rewards",
+            [{"id": "s1"}],
+            5,
+        )
+        removed = await call_as(
+            admin_pool,
+            uid,
+            "select public.memory_remove_item(p_field := $1, p_item_id := $2)",
+            "rewards",
+            "s1",
+        )
+        assert merged["value"] == {"a": 1, "b": 2}
+        assert [i["id"] for i in appended["items"]] == ["s1"]
+        assert removed["version"] == appended["version"] + 1
+        assert await call_as(admin_pool, uid, "select public.memory_erase()") is True
+
+    async def test_writers_are_volatile(self, admin_pool: asyncpg.Pool) -> None:
+        writers = sorted(API_CALLS)
+        rows = await admin_pool.fetch(
+            "select proname, provolatile::text as volatility from pg_catalog.pg_proc"
+            " where pronamespace = 'public'::regnamespace and proname = any($1::text[])",
+            writers,
+        )
+        assert {r["proname"]: r["volatility"] for r in rows} == dict.fromkeys(writers, "v")
