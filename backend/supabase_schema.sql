@@ -406,6 +406,9 @@ begin
     exit when v_row.list is not null;
     insert into public.memories (user_id) values (v_uid) on conflict (user_id) do nothing;
   end loop;
+  if v_row.list is null then  -- erased between our insert and our lock: let the client retry
+    raise exception 'the memory was erased during this append; retry' using errcode = '40001';
+  end if;
   v_list := v_row.list;
 
   for v_item in select public.memory_normalize_item(e) from jsonb_array_elements(p_items) as e loop

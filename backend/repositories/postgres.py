@@ -56,7 +56,9 @@ APPEND_ITEMS_SQL = "select public.memory_append_items($1, $2::jsonb, $3)"
 REMOVE_ITEM_SQL = "select public.memory_remove_item($1, $2)"
 ERASE_SQL = "select public.memory_erase()"
 
-_UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57", "58")  # connection, resources, operator, system
+# Retry later: connection, transaction rollback (serialization, deadlock), resources,
+# operator intervention (shutdown, cancel), system errors.
+_UNAVAILABLE_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")
 
 
 def storage_error_for(exc: asyncpg.PostgresError) -> ServiceError:

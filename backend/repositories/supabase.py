@@ -46,7 +46,9 @@ DOCUMENT_COLUMNS = (*(f.value for f in MemoryField), "version", "updated_at")
 
 _TOKEN_CODES = frozenset({"PGRST301", "PGRST302", "PGRST303"})  # JWT refused by PostgREST
 _UNAVAILABLE_CODES = frozenset({"PGRST000", "PGRST001", "PGRST002", "PGRST003"})
-_UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57", "58")  # connection, resources, operator, system
+# Retry later: connection, transaction rollback (serialization, deadlock), resources,
+# operator intervention (shutdown, cancel), system errors.
+_UNAVAILABLE_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")
 
 Request = RequestConfig[httpx.AsyncClient]
 _M = TypeVar("_M", bound=BaseModel)
