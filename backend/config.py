@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     llm_timeout_seconds: float = Field(default=60.0, gt=0)
     chat_history_episodes: int = Field(default=20, ge=0)
     episodic_soft_cap: int = Field(default=200, ge=2)
+    episodic_keep_after_compaction: int | None = Field(default=None, ge=0)
 
     # --- HTTP -------------------------------------------------------------------------------
     host: str = "127.0.0.1"
@@ -109,6 +110,20 @@ class Settings(BaseSettings):
             raise ValueError("MEMORY_BACKEND=postgres needs DATABASE_URL")
         return self
 
+    @model_validator(mode="after")
+    def _compaction_fits(self) -> Self:
+        """Compaction must leave room: it keeps fewer episodes than the soft cap, and the soft
+        cap sits below the hard list cap (else episodes are dropped before being summarised)."""
+        keep = self.episodic_keep_after_compaction
+        if keep is not None and keep >= self.episodic_soft_cap:
+            raise ValueError("EPISODIC_KEEP_AFTER_COMPACTION must be below EPISODIC_SOFT_CAP")
+        if self.llm_configured and self.episodic_soft_cap >= self.list_cap("episodic_memory"):
+            raise ValueError(
+                "EPISODIC_SOFT_CAP must be below the episodic_memory cap (MEMORY_LIST_CAP or"
+                " MEMORY_LIST_CAPS), else old episodes are dropped before they are summarised"
+            )
+        return self
+
     @cached_property
     def backend(self) -> Backend:
         """The explicit MEMORY_BACKEND, else supabase / postgres / embedded by what is set."""
@@ -141,3 +156,10 @@ class Settings(BaseSettings):
     @property
     def llm_configured(self) -> bool:
         return bool(self.llm_base_url and self.llm_model)
+
+    @property
+    def compaction_keep(self) -> int:
+        """Episodes left after a compaction: EPISODIC_KEEP_AFTER_COMPACTION, else half the cap."""
+        if self.episodic_keep_after_compaction is not None:
+            return self.episodic_keep_after_compaction
+        return self.episodic_soft_cap // 2

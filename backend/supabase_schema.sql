@@ -495,6 +495,60 @@ begin
 end
 $$;
 
+-- Compaction: remove exactly the items p_item_ids from a list field and shallow-merge
+-- p_summary_patch into an object field (a null value removes that key), in one statement, and
+-- only when every one of those items is still stored; otherwise change nothing and return
+-- null (another compaction got there first, or the client removed one). Items appended
+-- meanwhile are kept: the row is locked first, so the update sees every committed append.
+-- Returns {"version": n, "updated_at": t}.
+create or replace function public.memory_compact(
+  p_field text,
+  p_item_ids text[],
+  p_summary_field text,
+  p_summary_patch jsonb
+)
+returns jsonb
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  v_uid uuid := public.memory_require_user();
+  v_probe jsonb;
+  v_removed text[];
+  v_added jsonb;
+  v_result jsonb;
+begin
+  perform public.memory_require_field(p_field, 'list');
+  perform public.memory_require_field(p_summary_field, 'object');
+  if p_item_ids is null or cardinality(p_item_ids) = 0
+     or array_position(p_item_ids, null) is not null then
+    raise exception 'item ids must be a non-empty array of strings' using errcode = '22023';
+  end if;
+  if jsonb_typeof(p_summary_patch) is distinct from 'object' then
+    raise exception 'a merge patch is a JSON object' using errcode = '22023';
+  end if;
+  select jsonb_agg(jsonb_build_object('id', i)) into v_probe from unnest(p_item_ids) as i;
+  select coalesce(array_agg(key), '{}') into v_removed
+    from jsonb_each(p_summary_patch) where value = 'null'::jsonb;
+  v_added := p_summary_patch - v_removed;
+
+  perform 1 from public.memories as m where m.user_id = v_uid for update;
+  execute format(
+    'update public.memories as m
+     set %1$I = (select coalesce(jsonb_agg(t.e order by t.o), ''[]''::jsonb)
+                 from jsonb_array_elements(m.%1$I) with ordinality as t(e, o)
+                 where not coalesce(t.e ->> ''id'' = any ($2), false)),
+         %2$I = (m.%2$I || $3) - $4
+     where m.user_id = $1 and m.%1$I @> $5
+     returning jsonb_build_object(''version'', m.version, ''updated_at'', m.updated_at)',
+    p_field, p_summary_field)
+    into v_result using v_uid, p_item_ids, v_added, v_removed, v_probe;
+  return v_result;
+end
+$$;
+
 -- ---------------------------------------------------------------------------------------
 -- Function privileges: signed-in users only (PostgreSQL grants EXECUTE to PUBLIC, and
 -- Supabase to anon, by default).
@@ -509,6 +563,7 @@ revoke all on function public.memory_merge_field(text, jsonb, bigint) from publi
 revoke all on function public.memory_append_items(text, jsonb, integer) from public, anon;
 revoke all on function public.memory_remove_item(text, text) from public, anon;
 revoke all on function public.memory_erase() from public, anon;
+revoke all on function public.memory_compact(text, text[], text, jsonb) from public, anon;
 
 grant execute on function public.memory_field_kind(text) to authenticated;
 grant execute on function public.memory_require_user() to authenticated;
@@ -519,6 +574,7 @@ grant execute on function public.memory_merge_field(text, jsonb, bigint) to auth
 grant execute on function public.memory_append_items(text, jsonb, integer) to authenticated;
 grant execute on function public.memory_remove_item(text, text) to authenticated;
 grant execute on function public.memory_erase() to authenticated;
+grant execute on function public.memory_compact(text, text[], text, jsonb) to authenticated;
 
 -- Tell PostgREST (Supabase's API) to pick up new functions right away.
 notify pgrst, 'reload schema';

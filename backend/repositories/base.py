@@ -48,3 +48,17 @@ class MemoryRepository(Protocol):
     async def ping(self) -> None:
         """Raise StorageUnavailable when storage can not be reached (readiness)."""
         ...
+
+    async def compact_items(
+        self,
+        user: User,
+        field: MemoryField,
+        item_ids: list[str],
+        *,
+        summary_field: MemoryField,
+        summary_patch: dict[str, Any],
+    ) -> bool:
+        """Remove exactly `item_ids` from `field` and shallow-merge `summary_patch` into
+        `summary_field`, atomically and only if all those items are still stored (items appended
+        meanwhile survive). False when nothing changed."""
+        ...

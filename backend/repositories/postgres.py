@@ -55,6 +55,7 @@ MERGE_FIELD_SQL = "select public.memory_merge_field($1, $2::jsonb, $3)"
 APPEND_ITEMS_SQL = "select public.memory_append_items($1, $2::jsonb, $3)"
 REMOVE_ITEM_SQL = "select public.memory_remove_item($1, $2)"
 ERASE_SQL = "select public.memory_erase()"
+COMPACT_SQL = "select public.memory_compact($1, $2::text[], $3, $4::jsonb)"
 
 # Retry later: connection, transaction rollback (serialization, deadlock), resources,
 # operator intervention (shutdown, cancel), system errors.
@@ -157,3 +158,18 @@ class PostgresMemoryRepository:
                 await conn.fetchval("select 1")
         except (asyncpg.PostgresError, OSError, TimeoutError, asyncpg.InterfaceError) as exc:
             raise StorageUnavailable() from exc
+
+    async def compact_items(
+        self,
+        user: User,
+        field: MemoryField,
+        item_ids: list[str],
+        *,
+        summary_field: MemoryField,
+        summary_patch: dict[str, Any],
+    ) -> bool:
+        async with self._as_user(user) as conn:
+            result = await conn.fetchval(
+                COMPACT_SQL, field.value, item_ids, summary_field.value, summary_patch
+            )
+        return result is not None

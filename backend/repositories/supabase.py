@@ -247,3 +247,20 @@ class SupabaseMemoryRepository:
             return
         logger.warning("Supabase not ready: HTTP %s, code %s", response.status_code, code or "-")
         raise StorageUnavailable()
+
+    async def compact_items(
+        self,
+        user: User,
+        field: MemoryField,
+        item_ids: list[str],
+        *,
+        summary_field: MemoryField,
+        summary_patch: dict[str, Any],
+    ) -> bool:
+        args = {
+            "p_field": field.value,
+            "p_item_ids": item_ids,
+            "p_summary_field": summary_field.value,
+            "p_summary_patch": summary_patch,
+        }
+        return await self._rpc(user, "memory_compact", args) is not None

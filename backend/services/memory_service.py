@@ -171,6 +171,27 @@ class MemoryService:
     async def erase(self, user: User) -> None:
         await self._repository.erase(user)
 
+    async def compact(
+        self,
+        user: User,
+        field: MemoryField,
+        item_ids: list[str],
+        *,
+        summary_field: MemoryField,
+        summary_patch: dict[str, Any],
+    ) -> bool:
+        """Replace the items `item_ids` of a list field by a merge into an object field (their
+        summary), in one SQL call: items appended meanwhile are kept. False when any of those
+        items is gone already (another compaction won): nothing changed."""
+        require_kind(field, FieldKind.LIST)
+        require_kind(summary_field, FieldKind.OBJECT)
+        if not item_ids or len(set(item_ids)) != len(item_ids):
+            raise InvalidValue("compaction needs distinct item ids")
+        encoded_size(summary_patch)
+        return await self._repository.compact_items(
+            user, field, item_ids, summary_field=summary_field, summary_patch=summary_patch
+        )
+
     # --- validation ---------------------------------------------------------------------
 
     def _check_items(self, items: Any, field: MemoryField, *, limit: int) -> None:
