@@ -12,6 +12,8 @@ inline in an async dependency.
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import uuid
 from typing import TYPE_CHECKING, Annotated, Any
@@ -25,6 +27,7 @@ from config import Backend, Settings
 from errors import InvalidToken
 from models import User
 from services.jwks import ASYMMETRIC_ALGORITHMS, JwksCache
+from services.verified_tokens import VerifiedTokenCache
 
 if TYPE_CHECKING:
     from services.container import Services
@@ -36,6 +39,7 @@ USER_ROLE = "authenticated"
 HMAC_ALGORITHM = "HS256"
 # Supabase tokens are 1-2 KB (4-8 with big metadata): a longer one is refused before any work.
 MAX_TOKEN_CHARS = 16 * 1024
+MAX_HEADER_CHARS = 1024
 _REQUIRED_CLAIMS = ["exp", "sub", "aud", "role"]
 
 
@@ -50,29 +54,50 @@ def resolve_auth_settings(settings: Settings) -> Settings:
     DATA_DIR). Any other backend without a secret or a JWKS source is refused, saying what to
     set.
     """
+    secret = settings.supabase_jwt_secret
+    if secret is not None and not secret.get_secret_value().strip():  # `SUPABASE_JWT_SECRET=`
+        settings = settings.model_copy(update={"supabase_jwt_secret": None})
     if settings.supabase_jwt_secret is None and settings.backend is Backend.EMBEDDED:
         from services.dev_tokens import dev_secret_path, load_or_create_dev_secret
 
-        secret = load_or_create_dev_secret(dev_secret_path(settings))
-        settings = settings.model_copy(update={"supabase_jwt_secret": SecretStr(secret)})
+        dev_secret = load_or_create_dev_secret(dev_secret_path(settings))
+        settings = settings.model_copy(update={"supabase_jwt_secret": SecretStr(dev_secret)})
     if settings.supabase_jwt_secret is None and settings.jwks_url is None:
         raise AuthConfigError(
             "no way to verify access tokens: set SUPABASE_URL (its JWKS is used for ES256/RS256"
             " keys) or SUPABASE_JWKS_URL, and/or SUPABASE_JWT_SECRET for a project still on"
             " the legacy HS256 secret"
         )
-    if (
-        settings.supabase_jwt_secret is not None
-        and not settings.supabase_jwt_secret.get_secret_value()
-    ):
-        raise AuthConfigError("SUPABASE_JWT_SECRET is set but empty")
     return settings
+
+
+def _routing_header(token: str) -> dict[str, Any]:
+    """The token's header, read only to pick a key: `jwt.decode` parses the whole token again
+    strictly and checks `alg` against that key. (PyJWT's `get_unverified_header` would decode
+    all three segments, doubling the cost of every verification.)"""
+    segment = token.partition(".")[0]
+    if len(segment) > MAX_HEADER_CHARS:
+        raise InvalidToken()
+    try:
+        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (ValueError, RecursionError) as exc:  # binascii, unicode and JSON errors are
+        raise InvalidToken() from exc
+    if not isinstance(header, dict):
+        raise InvalidToken()
+    return header
 
 
 class TokenVerifier:
     """Turns a bearer token into a `User` or raises `InvalidToken`; one per process."""
 
-    def __init__(self, settings: Settings, jwks: JwksCache | None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        jwks: JwksCache | None,
+        *,
+        verified: VerifiedTokenCache | None = None,
+    ) -> None:
+        self._verified = verified if verified is not None else VerifiedTokenCache()
         secret = settings.supabase_jwt_secret
         self._secret = secret.get_secret_value().encode() if secret is not None else None
         self._jwks = jwks
@@ -83,10 +108,10 @@ class TokenVerifier:
     async def verify(self, token: str) -> User:
         if not token or len(token) > MAX_TOKEN_CHARS or token.count(".") != 2:
             raise InvalidToken()
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError as exc:
-            raise InvalidToken() from exc
+        cached = self._verified.get(token)
+        if cached is not None:
+            return cached
+        header = _routing_header(token)
         algorithm = header.get("alg")
         key: jwt.PyJWK | bytes
         if algorithm == HMAC_ALGORITHM and self._secret is not None:
@@ -97,7 +122,9 @@ class TokenVerifier:
         else:
             raise InvalidToken()
         claims = self._decode(token, key)
-        return User(id=self._check_claims(claims), claims=claims, token=token)
+        user = User(id=self._check_claims(claims), claims=claims, token=token)
+        self._verified.put(user)
+        return user
 
     def _decode(self, token: str, key: jwt.PyJWK | bytes) -> dict[str, Any]:
         algorithm = key.algorithm_name if isinstance(key, jwt.PyJWK) else HMAC_ALGORITHM

@@ -95,32 +95,38 @@ class JwksCache:
         self._expires_at = float("-inf")
         self._last_miss_fetch = float("-inf")
         self._retry_after = float("-inf")
-        self._attempts = 0  # fetch attempts so far: waiters on the lock reuse a newer one
 
     async def key_for(self, kid: str | None, algorithm: str) -> jwt.PyJWK:
         """The key for a token's `kid` and `alg`; InvalidToken when there is none (or the JWKS
         can not be had). A token without `kid` gets the set's only key of that algorithm."""
-        now = self._clock()
-        if now < self._expires_at:
-            key = self._lookup(kid, algorithm)
+        key = self._fresh_lookup(kid, algorithm)
+        if key is not None:
+            return key
+        if self._clock() < self._expires_at and not self._may_refetch_for_miss():
+            raise InvalidToken()
+        async with self._lock:
+            key = self._fresh_lookup(kid, algorithm)  # a fetch we waited for may have brought it
             if key is not None:
                 return key
-            if now - self._last_miss_fetch < self._ttl:
-                raise InvalidToken()
-        attempts_seen = self._attempts
-        async with self._lock:
             now = self._clock()
-            if self._attempts == attempts_seen and now >= self._retry_after:
-                if now < self._expires_at:
-                    if now - self._last_miss_fetch >= self._ttl:
-                        self._last_miss_fetch = now
-                        await self._refresh()
-                else:
-                    await self._refresh()
-        key = self._lookup(kid, algorithm) if self._clock() < self._expires_at else None
+            if now < self._retry_after:  # the last fetch failed moments ago
+                raise InvalidToken()
+            if now < self._expires_at:  # fresh, but this kid is unknown
+                if not self._may_refetch_for_miss():
+                    raise InvalidToken()
+                self._last_miss_fetch = now
+            await self._refresh()
+            key = self._fresh_lookup(kid, algorithm)
         if key is None:
             raise InvalidToken()
         return key
+
+    def _may_refetch_for_miss(self) -> bool:
+        """An unknown kid may refetch once per cache interval (what a burst of forged ones gets)."""
+        return self._clock() - self._last_miss_fetch >= self._ttl
+
+    def _fresh_lookup(self, kid: str | None, algorithm: str) -> jwt.PyJWK | None:
+        return self._lookup(kid, algorithm) if self._clock() < self._expires_at else None
 
     def _lookup(self, kid: str | None, algorithm: str) -> jwt.PyJWK | None:
         candidates = [k for k in self._keys.get(kid, ()) if k.algorithm_name == algorithm]
@@ -131,7 +137,6 @@ class JwksCache:
     async def _refresh(self) -> None:
         """Fetch and replace the key set. On failure keep what is still fresh (expired keys are
         never used) and back off, so an unreachable JWKS is not asked on every request."""
-        self._attempts += 1
         try:
             keys, max_age = await self._fetch()
         except Exception as exc:  # any failure at all: no new keys, and a 401 upstream
