@@ -148,7 +148,8 @@ class JwksCache:
             ttl = min(ttl, max(max_age, MIN_CACHE_SECONDS))
         self._keys, self._ttl = keys, ttl
         self._expires_at = self._clock() + ttl
-        logger.info("JWKS from %s: %d usable key(s), cached %.0f s", self.url, len(keys), ttl)
+        count = len(keys.get(None, ()))  # every key is listed under None as well
+        logger.info("JWKS from %s: %d usable key(s), cached %.0f s", self.url, count, ttl)
 
     async def _fetch(self) -> tuple[dict[str | None, list[jwt.PyJWK]], int | None]:
         response = await self._http.get(
