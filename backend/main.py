@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from config import Settings
 from errors import ServiceError
 from middleware import BodySizeLimitMiddleware, RequestIdMiddleware, configure_logging
-from routers import health, me, memory
+from routers import chat, health, me, memory
 from services.auth_service import resolve_auth_settings
 from services.container import open_services
 
@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(me.router)
     app.include_router(memory.router)
+    app.include_router(chat.router)
 
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:

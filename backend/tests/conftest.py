@@ -158,3 +158,34 @@ def _supabase_env_for_seed_client_test(request: pytest.FixtureRequest) -> Iterat
         for name, value in SEED_CLIENT_TEST_ENV.items():
             patch.setenv(name, value)
         yield
+
+
+CHAT_LLM_BASE_URL = "http://llm.test/v1"
+CHAT_LLM_API_KEY = "sk-test-llm-key-that-must-never-leak"
+
+
+@pytest.fixture(scope="session")
+async def chat_app(embedded_server: EmbeddedPostgres) -> AsyncIterator[FastAPI]:
+    """`embedded_app` with chat configured: an OpenAI-compatible API at CHAT_LLM_BASE_URL (respx
+    stands in for it), 4 history episodes, and a small soft cap (a user's 4th turn compacts)."""
+    settings = make_settings(
+        memory_backend="embedded",
+        data_dir=embedded_server.pgdata.parent,
+        supabase_jwt_secret=TEST_JWT_SECRET,
+        llm_base_url=CHAT_LLM_BASE_URL,
+        llm_api_key=CHAT_LLM_API_KEY,
+        llm_model="companion-test-model",
+        chat_history_episodes=4,
+        episodic_soft_cap=6,
+        episodic_keep_after_compaction=2,
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest.fixture
+async def chat_client(chat_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=chat_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http

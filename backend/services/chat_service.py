@@ -1,0 +1,110 @@
+"""Chat turns grounded in the memory (DESIGN section 7), and compaction of old episodes.
+
+A turn reads the memory document once, asks the LLM, then appends the user's message and the
+reply to episodic_memory in one append call; a failed upstream call stores nothing. Past the
+soft cap, the oldest episodes are summarised into long_term_summary and removed by one SQL call
+that keeps anything appended meanwhile (never a read-modify-write of the list here).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from config import Settings
+from errors import ServiceError
+from models import JsonObject, MemoryField, User
+from services.chat_stream import StreamingTurn
+from services.chat_turn import Turn, TurnResult, summary_messages
+from services.llm_service import LLMService
+from services.memory_service import MemoryService
+
+logger = logging.getLogger(__name__)
+
+EPISODES = MemoryField.EPISODIC_MEMORY
+SUMMARY = MemoryField.LONG_TERM_SUMMARY
+
+
+class ChatService:
+    """Lightweight (built per request around the shared memory service and HTTP pool)."""
+
+    def __init__(self, memory: MemoryService, llm: LLMService, settings: Settings) -> None:
+        self._memory = memory
+        self._llm = llm
+        self._settings = settings
+
+    async def begin(self, user: User, message: str, *, idempotency_key: str | None) -> Turn:
+        """Read the memory (one call) and build the turn's prompt and episode ids."""
+        document = await self._memory.read_document(user)
+        return Turn.build(
+            user,
+            message,
+            document,
+            history_count=self._settings.chat_history_episodes,
+            key=idempotency_key,
+        )
+
+    async def reply(self, turn: Turn) -> TurnResult:
+        """The whole reply, stored with the message; a retried stored turn answers as stored."""
+        if turn.stored is not None:
+            return turn.stored
+        reply = await self._llm.complete(turn.prompt)
+        return await self.store(turn, reply, interrupted=False)
+
+    async def stream(self, turn: Turn) -> StreamingTurn:
+        """Open the upstream stream first: a refused or unreachable upstream is still an error
+        status for the client, with nothing stored."""
+
+        async def save(reply: str, interrupted: bool) -> TurnResult:
+            return await self.store(turn, reply, interrupted=interrupted)
+
+        if turn.stored is not None:
+            return StreamingTurn(None, save, replay=turn.stored)
+        return StreamingTurn(await self._llm.open_stream(turn.prompt), save)
+
+    async def store(self, turn: Turn, reply: str, *, interrupted: bool) -> TurnResult:
+        """Append both episodes in one call (ids fixed per turn: a retry appends nothing)."""
+        result = await self._memory.append_items(
+            turn.user, EPISODES, turn.episodes(reply, interrupted=interrupted)
+        )
+        return TurnResult(reply, result.items)
+
+    async def compact_if_needed(self, turn: Turn) -> None:
+        """After a stored turn: past the soft cap, fold the oldest episodes (as read at the
+        turn's start) into long_term_summary. Never raises: a failure is logged and the next
+        turn tries again."""
+        episodes = turn.document.episodic_memory
+        total = len(episodes) + 2
+        if total <= self._settings.episodic_soft_cap:
+            return
+        oldest = episodes[: max(0, min(len(episodes), total - self._settings.compaction_keep))]
+        ids = [e["id"] for e in oldest if isinstance(e.get("id"), str)]
+        if not ids:
+            return
+        try:
+            await self._compact(turn, oldest, ids)
+        except ServiceError as exc:
+            logger.warning("episode compaction failed: %s", exc.detail)
+        except Exception:
+            logger.exception("episode compaction failed")
+
+    async def _compact(self, turn: Turn, oldest: list[JsonObject], ids: list[str]) -> None:
+        """Summarise, then remove exactly `ids` and merge the summary in one SQL call; that call
+        changes nothing when another compaction removed any of them first."""
+        prompt = summary_messages(turn.document.long_term_summary, oldest)
+        summary = (await self._llm.complete(prompt)).strip()
+        if not summary:
+            logger.warning("episode compaction skipped: the LLM returned an empty summary")
+            return
+        patch: JsonObject = {
+            "summary": summary,
+            "summarized_through": oldest[-1].get("created_at"),
+            "compacted_at": datetime.now(UTC).isoformat(),
+        }
+        compacted = await self._memory.compact(
+            turn.user, EPISODES, ids, summary_field=SUMMARY, summary_patch=patch
+        )
+        if compacted:
+            logger.info("compacted %d episodes into long_term_summary", len(ids))
+        else:
+            logger.info("episode compaction skipped: those episodes changed meanwhile")

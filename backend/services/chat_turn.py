@@ -1,0 +1,160 @@
+"""What one chat turn is made of: the prompt built from one read of the memory, and the two
+episodes it stores. Pure functions and values, no I/O: the chat service does the calls."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from errors import IdempotencyConflict
+from models import JsonObject, MemoryDocument, User
+from services.llm_service import ChatMessage
+
+SYSTEM_PREAMBLE = (
+    "You are the user's AI companion. Be the companion described under Identity, follow the "
+    "Instructions, and use what you remember to keep the conversation personal and continuous."
+)
+SUMMARY_INSTRUCTIONS = (
+    "You keep the long-term memory of an AI companion. Merge the previous summary and the "
+    "conversation below into one updated summary in plain text: who the user is, what they "
+    "like, important events, promises and ongoing topics. Leave out small talk. Answer with "
+    "the summary only."
+)
+_ITEM_METADATA = ("id", "created_at")
+_TEXT_KEYS = ("text", "instruction", "content")
+_EPISODE_NAMESPACE = uuid.UUID("0b7f3c9e-6a0f-4a57-9d53-2f1d8f0c5b21")
+_ROLES = ("user", "assistant")
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def render_object(value: JsonObject) -> str:
+    """An object field as `- key: value` lines (keys in stored order)."""
+    return "\n".join(f"- {key}: {_text(item)}" for key, item in value.items())
+
+
+def render_items(items: list[JsonObject]) -> str:
+    """A list field as one line per item, without the server's `id`/`created_at`; an item
+    holding only a text (`text`, `instruction` or `content`) is shown as that text."""
+    lines = []
+    for item in items:
+        body = {k: v for k, v in item.items() if k not in _ITEM_METADATA}
+        if len(body) == 1 and next(iter(body)) in _TEXT_KEYS:
+            lines.append(f"- {_text(next(iter(body.values())))}")
+        elif body:
+            lines.append("- " + "; ".join(f"{k}: {_text(v)}" for k, v in body.items()))
+    return "\n".join(lines)
+
+
+def system_prompt(document: MemoryDocument) -> str:
+    """Preamble, then each non-empty part of the memory under its own heading."""
+    sections = [
+        ("Identity", render_object(document.identity)),
+        ("Instructions", render_items(document.core_instructions)),
+        ("What you remember from earlier conversations", render_object(document.long_term_summary)),
+        ("Right now", render_object(document.current_state)),
+    ]
+    parts = [SYSTEM_PREAMBLE, *(f"## {title}\n{body}" for title, body in sections if body)]
+    return "\n\n".join(parts)
+
+
+def is_episode(item: JsonObject) -> bool:
+    """A conversation episode (items appended by other clients may be anything else)."""
+    return item.get("role") in _ROLES and isinstance(item.get("content"), str)
+
+
+def history(episodes: list[JsonObject], count: int) -> list[ChatMessage]:
+    """The newest `count` episodes as chat messages, oldest first."""
+    recent = [e for e in episodes if is_episode(e)][-count:] if count > 0 else []
+    return [ChatMessage(role=e["role"], content=e["content"]) for e in recent]
+
+
+def summary_messages(previous: JsonObject, episodes: list[JsonObject]) -> list[ChatMessage]:
+    """The prompt asking the LLM to fold `episodes` into the previous summary text."""
+    summary = previous.get("summary")
+    conversation = "\n".join(
+        f"{e['role']}: {e['content']}"
+        if is_episode(e)
+        else f"note: {_text({k: v for k, v in e.items() if k not in _ITEM_METADATA})}"
+        for e in episodes
+    )
+    request = (
+        f"Previous summary:\n{summary if isinstance(summary, str) and summary else '(none)'}"
+        f"\n\nConversation (oldest first):\n{conversation}"
+    )
+    return [
+        ChatMessage(role="system", content=SUMMARY_INSTRUCTIONS),
+        ChatMessage(role="user", content=request),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class TurnResult:
+    reply: str
+    episodes: list[JsonObject]  # as stored: the user's message, then the reply
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """A turn ready to run: the memory as read, the prompt, and the ids its two episodes get.
+
+    The ids derive from (user, turn key), so storing a turn twice stores it once; with a
+    client's Idempotency-Key, `stored` holds the episodes a previous try already stored."""
+
+    user: User
+    message: str
+    document: MemoryDocument
+    prompt: list[ChatMessage]
+    episode_ids: tuple[str, str]
+    stored: TurnResult | None = None
+
+    @classmethod
+    def build(
+        cls,
+        user: User,
+        message: str,
+        document: MemoryDocument,
+        *,
+        history_count: int,
+        key: str | None,
+    ) -> Turn:
+        turn_key = key if key is not None else uuid.uuid4().hex
+        user_id, reply_id = (
+            str(uuid.uuid5(_EPISODE_NAMESPACE, f"{user.id}/chat/{turn_key}/{role}"))
+            for role in _ROLES
+        )
+        prompt = [
+            ChatMessage(role="system", content=system_prompt(document)),
+            *history(document.episodic_memory, history_count),
+            ChatMessage(role="user", content=message),
+        ]
+        stored = _stored_turn(document, message, user_id, reply_id) if key is not None else None
+        return cls(user, message, document, prompt, (user_id, reply_id), stored)
+
+    def episodes(self, reply: str, *, interrupted: bool = False) -> list[JsonObject]:
+        """The two episodes to append; a reply cut short is marked `interrupted`."""
+        reply_episode: JsonObject = {
+            "id": self.episode_ids[1],
+            "role": "assistant",
+            "content": reply,
+        }
+        if interrupted:
+            reply_episode["interrupted"] = True
+        return [{"id": self.episode_ids[0], "role": "user", "content": self.message}, reply_episode]
+
+
+def _stored_turn(
+    document: MemoryDocument, message: str, user_id: str, reply_id: str
+) -> TurnResult | None:
+    """The turn an earlier try with the same key stored; a different message is a conflict."""
+    by_id = {e.get("id"): e for e in document.episodic_memory}
+    asked, replied = by_id.get(user_id), by_id.get(reply_id)
+    if asked is not None and asked.get("content") != message:
+        raise IdempotencyConflict("this Idempotency-Key was used with a different message")
+    if asked is None or replied is None:
+        return None
+    return TurnResult(str(replied.get("content", "")), [asked, replied])
