@@ -9,14 +9,16 @@ RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP := $(VENV)/.dev-installed
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: help run test lint token bench clean
+.PHONY: help run test lint token bench soak fuzz wrk clean
 
 help:
 	@echo "make run    serve the API on HOST:PORT (default 127.0.0.1:8000; embedded Postgres unless configured)"
 	@echo "make test   run the test suite (real PostgreSQL, mocked Supabase/LLM HTTP)"
 	@echo "make lint   ruff + mypy"
 	@echo "make token  print a dev access token for the embedded backend (USER_ID=<uuid> optional)"
-	@echo "make bench  print throughput/latency ratios"
+	@echo "make bench  print throughput/latency ratios (wrk on loopback; ~2 minutes)"
+	@echo "make soak   2 workers under load while PostgreSQL restarts; checks nothing is lost (~2 minutes)"
+	@echo "make fuzz   a deeper schemathesis run of the API (make test runs a short one)"
 
 $(PY):
 	@py=$$(tools/find-python) && echo "creating $(VENV) with $$py" && "$$py" -m venv $(VENV)
@@ -44,8 +46,25 @@ lint: $(DEV_STAMP)
 token: $(RUNTIME_STAMP)
 	@cd backend && $(PY) -m services.dev_tokens $(if $(USER_ID),--user-id $(USER_ID))
 
-bench: $(DEV_STAMP)
-	$(PY) bench/run.py
+# The bench's load generator: wrk (C, one epoll thread), so the server keeps both cores.
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  apt="apt-get"; [ "$$(id -u)" = 0 ] || apt="sudo -n apt-get"; \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing wrk with apt-get"; \
+	    $$apt install -y -q wrk >/dev/null 2>&1 || \
+	      { $$apt update -q >/dev/null && $$apt install -y -q wrk >/dev/null; } || \
+	      { echo "could not install wrk: install it (apt-get install wrk) and retry" >&2; exit 1; }; \
+	  else echo "make bench needs wrk (apt-get install wrk, brew install wrk)" >&2; exit 1; fi; }
+
+bench: $(DEV_STAMP) wrk
+	PYTHONPATH=backend $(PY) -m bench.run
+
+soak: $(DEV_STAMP)
+	PYTHONPATH=backend $(PY) -m bench.soak
+
+fuzz: $(DEV_STAMP)
+	FUZZ_MAX_EXAMPLES=$${FUZZ_MAX_EXAMPLES:-300} $(PY) -m pytest -q backend/tests/test_fuzz_openapi.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
