@@ -24,6 +24,7 @@ from services.memory_service import MAX_ITEMS_PER_APPEND, MemoryService, resolve
 router = APIRouter(prefix="/api/memory", tags=["memory"])
 
 _ERROR_TEXT = {
+    400: "the body can not be read as JSON text (e.g. it is not UTF-8)",
     401: "missing, invalid or expired bearer token",
     404: "unknown field (or item)",
     405: "method not allowed on this kind of field",
@@ -143,7 +144,7 @@ async def read_field(
     "/{field}",
     summary="Replace a field's whole value",
     response_model=JsonObject | list[JsonObject],
-    responses=errors(404, 412, 413, 422),
+    responses=errors(400, 404, 412, 413, 422),
 )
 async def replace_field(
     user: CurrentUserDep,
@@ -162,7 +163,7 @@ async def replace_field(
     "/{field}",
     summary="Shallow-merge into an object field (a null value removes that key)",
     response_model=JsonObject,
-    responses=errors(404, 405, 412, 413, 422),
+    responses=errors(400, 404, 405, 412, 413, 422),
 )
 async def merge_field(
     user: CurrentUserDep,
@@ -184,7 +185,7 @@ async def merge_field(
     summary=f"Append one item or 1-{MAX_ITEMS_PER_APPEND} items to a list field",
     status_code=status.HTTP_201_CREATED,
     response_model=list[JsonObject],
-    responses=errors(404, 405, 409, 413, 422),
+    responses=errors(400, 404, 405, 409, 413, 422),
 )
 async def append_items(
     user: CurrentUserDep,
