@@ -27,6 +27,7 @@ router = APIRouter(prefix="/api", tags=["chat"])
 
 MAX_MESSAGE_CHARS = 4000
 _ERROR_TEXT = {
+    400: "the body can not be read as JSON text (e.g. it is not UTF-8)",
     401: "missing, invalid or expired bearer token",
     409: "this Idempotency-Key was used with a different message",
     413: "body or stored episode too large",
