@@ -7,6 +7,7 @@ layer only decides *what* to write. Storage errors propagate: a failed read is n
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Any
 
@@ -19,6 +20,8 @@ MAX_ITEMS_PER_APPEND = 100
 MAX_ITEM_ID_LENGTH = 200
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("4f9d8a52-3a52-4c41-9a53-5d8a4b6f0c11")
 _MISSING: Any = object()
+# json.dumps writes NUL as \u0000; an even run of backslashes before it is escaped backslashes.
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 def resolve_field(name: str) -> MemoryField:
@@ -39,14 +42,18 @@ def require_kind(field: MemoryField, kind: FieldKind) -> None:
 
 
 def encoded_size(value: Any) -> int:
-    """Bytes of `value` as JSON; refuses what PostgreSQL's jsonb can not hold (NaN, \\u0000)."""
+    """UTF-8 bytes of `value` as JSON; refuses what PostgreSQL's jsonb can not hold (NaN,
+    \\u0000). Control characters stay escaped, so a NUL shows as the six characters \\u0000."""
     try:
-        text = json.dumps(value, allow_nan=False, separators=(",", ":"))
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        size = len(text.encode())
+    except UnicodeEncodeError as exc:
+        raise InvalidValue("strings must be valid Unicode (no lone surrogates)") from exc
     except ValueError as exc:
         raise InvalidValue("NaN and Infinity are not JSON values") from exc
-    if "\\u0000" in text:
+    if _ESCAPED_NUL.search(text):
         raise InvalidValue("strings may not contain the NUL character (\\u0000)")
-    return len(text.encode())
+    return size
 
 
 class MemoryService:

@@ -320,6 +320,17 @@ class TestErrors:
             headers={**auth, "Content-Type": "application/json"},
         )
         assert nan.status_code == 422
+        lone_surrogate = await client.put(
+            "/api/memory/identity",
+            content=b'{"x": "\\ud800"}',
+            headers={**auth, "Content-Type": "application/json"},
+        )
+        assert lone_surrogate.status_code == 422
+        literal_backslash = await client.put(
+            "/api/memory/identity", json={"x": "\\u0000 is how JSON writes NUL"}, headers=auth
+        )
+        assert literal_backslash.status_code == 200
+        assert literal_backslash.json() == {"x": "\\u0000 is how JSON writes NUL"}
 
     async def test_body_over_limit_is_413(self, client: httpx.AsyncClient) -> None:
         big = {"text": "x" * (70 * 1024)}  # the test app allows 64 KiB bodies
