@@ -6,6 +6,7 @@ makes a write conditional on it.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Response, status
@@ -15,11 +16,17 @@ from errors import VersionMismatch
 from models import (
     FIELD_KINDS,
     ErrorOut,
+    FieldKind,
     JsonObject,
     MemoryDocument,
     MemoryField,
 )
-from services.memory_service import MAX_ITEMS_PER_APPEND, MemoryService, resolve_field
+from services.memory_service import (
+    MAX_ITEMS_PER_APPEND,
+    MemoryService,
+    require_kind,
+    resolve_field,
+)
 
 router = APIRouter(prefix="/api/memory", tags=["memory"])
 
@@ -70,12 +77,33 @@ async def memory_field(field: FieldName) -> MemoryField:
     return resolve_field(field)
 
 
+async def object_field(field: FieldName) -> MemoryField:
+    """An object field, checked before the body is: PATCH on a list field is a 405 whatever
+    the body (FastAPI reports dependency errors before body errors)."""
+    resolved = resolve_field(field)
+    require_kind(resolved, FieldKind.OBJECT)
+    return resolved
+
+
+async def list_field(field: FieldName) -> MemoryField:
+    """A list field, checked before the body is (POST on an object field is a 405)."""
+    resolved = resolve_field(field)
+    require_kind(resolved, FieldKind.LIST)
+    return resolved
+
+
 async def memory_service(services: ServicesDep) -> MemoryService:
     return services.memory
 
 
 FieldDep = Annotated[MemoryField, Depends(memory_field)]
+ObjectFieldDep = Annotated[MemoryField, Depends(object_field)]
+ListFieldDep = Annotated[MemoryField, Depends(list_field)]
 MemoryDep = Annotated[MemoryService, Depends(memory_service)]
+
+
+# `"3"`, `W/"3"`, or a bare `3` (lenient clients); ASCII digits only, within bigint.
+_ETAG = re.compile(r'(?:W/)?"([0-9]{1,18})"|([0-9]{1,18})', re.ASCII)
 
 
 def etag(version: int) -> str:
@@ -86,10 +114,10 @@ def expected_version(if_match: str | None) -> int | None:
     """The version an If-Match names (`"3"`, `W/"3"`); `*` or no header: no condition."""
     if if_match is None or if_match.strip() == "*":
         return None
-    tag = if_match.strip().removeprefix("W/").strip('"')
-    if not tag.isdigit():
+    match = _ETAG.fullmatch(if_match.strip())
+    if match is None:
         raise VersionMismatch("If-Match must be an ETag served by this API")
-    return int(tag)
+    return int(match.group(1) or match.group(2))
 
 
 @router.get(
@@ -167,7 +195,7 @@ async def replace_field(
 )
 async def merge_field(
     user: CurrentUserDep,
-    field: FieldDep,
+    field: ObjectFieldDep,
     memory: MemoryDep,
     patch: Annotated[JsonObject, Body(description="Keys to set; null removes a key")],
     response: Response,
@@ -189,7 +217,7 @@ async def merge_field(
 )
 async def append_items(
     user: CurrentUserDep,
-    field: FieldDep,
+    field: ListFieldDep,
     memory: MemoryDep,
     items: Annotated[
         JsonObject | list[JsonObject],
@@ -212,7 +240,7 @@ async def append_items(
 )
 async def remove_item(
     user: CurrentUserDep,
-    field: FieldDep,
+    field: ListFieldDep,
     memory: MemoryDep,
     item_id: Annotated[str, Path(min_length=1, max_length=200)],
 ) -> Response:

@@ -18,6 +18,7 @@ from repositories.base import MemoryRepository
 
 MAX_ITEMS_PER_APPEND = 100
 MAX_ITEM_ID_LENGTH = 200
+MAX_NESTING_DEPTH = 32  # far beyond any memory's needs; well inside what JSON libraries handle
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("4f9d8a52-3a52-4c41-9a53-5d8a4b6f0c11")
 _MISSING: Any = object()
 # json.dumps writes NUL as \u0000; an even run of backslashes before it is escaped backslashes.
@@ -41,9 +42,26 @@ def require_kind(field: MemoryField, kind: FieldKind) -> None:
         )
 
 
+def nesting_depth(value: Any) -> int:
+    """How deep arrays and objects nest in `value` (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        current, depth = stack.pop()
+        if isinstance(current, dict):
+            stack.extend((child, depth + 1) for child in current.values())
+        elif isinstance(current, list):
+            stack.extend((child, depth + 1) for child in current)
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+    return deepest
+
+
 def encoded_size(value: Any) -> int:
     """UTF-8 bytes of `value` as JSON; refuses what PostgreSQL's jsonb can not hold (NaN,
     \\u0000). Control characters stay escaped, so a NUL shows as the six characters \\u0000."""
+    if nesting_depth(value) > MAX_NESTING_DEPTH:
+        raise InvalidValue(f"values may nest at most {MAX_NESTING_DEPTH} levels deep")
     try:
         text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
         size = len(text.encode())
@@ -172,7 +190,7 @@ class MemoryService:
 
     async def remove_item(self, user: User, field: MemoryField, item_id: str) -> None:
         require_kind(field, FieldKind.LIST)
-        if not await self._repository.remove_item(user, field, item_id):
+        if "\x00" in item_id or not await self._repository.remove_item(user, field, item_id):
             raise ItemNotFound(f"no item {item_id!r} in {field.value}")
 
     async def erase(self, user: User) -> None:

@@ -86,10 +86,31 @@ class TestObjectFields:
             assert response.status_code == 422, body
         assert (await client.get("/api/memory/identity", headers=auth)).json() == {"keep": True}
 
-    async def test_post_on_object_field_is_405(self, client: httpx.AsyncClient) -> None:
-        response = await client.post("/api/memory/identity", json={"a": 1}, headers=new_user())
-        assert response.status_code == 405
-        assert "PATCH" in response.headers["allow"]
+    async def test_post_on_object_field_is_405_whatever_the_body(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        for body in ({"a": 1}, [{"a": 1}], "text"):
+            response = await client.post("/api/memory/identity", json=body, headers=new_user())
+            assert response.status_code == 405, body
+            assert response.headers["allow"] == "GET, PUT, PATCH"
+
+    async def test_values_nested_too_deep_are_422_and_store_nothing(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        auth = new_user()
+        deep: dict[str, object] = {}
+        for _ in range(300):
+            deep = {"d": deep}
+        for method, path, body in [
+            ("PUT", "/api/memory/identity", deep),
+            ("PATCH", "/api/memory/identity", deep),
+            ("POST", "/api/memory/rewards", deep),
+            ("PUT", "/api/memory/rewards", [deep]),
+        ]:
+            response = await client.request(method, path, json=body, headers=auth)
+            assert response.status_code == 422, (method, path)
+        document = await client.get("/api/memory", headers=auth)
+        assert document.status_code == 200 and document.json()["version"] == 0
 
 
 class TestIfMatch:
@@ -114,10 +135,19 @@ class TestIfMatch:
         assert (await client.get("/api/memory/identity", headers=auth)).json() == {"v": 2}
 
     async def test_garbage_if_match_is_412(self, client: httpx.AsyncClient) -> None:
-        response = await client.put(
-            "/api/memory/identity", json={}, headers={**new_user(), "If-Match": '"abc"'}
+        auth = new_user()
+        for tag in ['"abc"', '"1', "W/", '"' + "9" * 20 + '"', "-1", '"1", "2"']:
+            response = await client.put(
+                "/api/memory/identity", json={}, headers={**auth, "If-Match": tag}
+            )
+            assert response.status_code == 412, tag
+        superscript_two = await client.put(
+            "/api/memory/identity",
+            json={},
+            headers=[*auth.items(), ("If-Match", "\xb2".encode("latin-1"))],
         )
-        assert response.status_code == 412
+        assert superscript_two.status_code == 412
+        assert (await client.get("/api/memory", headers=auth)).json()["version"] == 0
 
     async def test_weak_and_star_tags(self, client: httpx.AsyncClient) -> None:
         auth = new_user()
@@ -190,10 +220,13 @@ class TestListFields:
         assert dup.status_code == 422
         assert len((await client.get("/api/memory/core_instructions", headers=auth)).json()) == 2
 
-    async def test_patch_on_list_field_is_405(self, client: httpx.AsyncClient) -> None:
-        response = await client.patch("/api/memory/rewards", json={"a": 1}, headers=new_user())
-        assert response.status_code == 405
-        assert "POST" in response.headers["allow"]
+    async def test_patch_on_list_field_is_405_whatever_the_body(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        for body in ({"a": 1}, [{"a": 1}], 3):
+            response = await client.patch("/api/memory/rewards", json=body, headers=new_user())
+            assert response.status_code == 405, body
+            assert response.headers["allow"] == "GET, PUT, POST"
 
     async def test_limit_and_before_paging(self, client: httpx.AsyncClient) -> None:
         auth = new_user()
@@ -232,6 +265,7 @@ class TestListFields:
         assert (
             await client.delete(f"/api/memory/identity/{items[1]['id']}", headers=auth)
         ).status_code == 405
+        assert (await client.delete("/api/memory/rewards/%00", headers=auth)).status_code == 404
 
 
 class TestIdempotency:
