@@ -3,6 +3,12 @@
 Each operation is one transaction that first impersonates the user exactly as PostgREST does
 (`role` = authenticated, `request.jwt.claims` = the verified claims, both transaction-local),
 then runs one statement: RLS and the SQL functions of `supabase_schema.sql` see that user.
+
+Three round trips per operation: `BEGIN` and the impersonation travel together as one simple
+query (the claims inlined as a quoted literal), then the statement, then `COMMIT`. On loopback
+each trip costs the app more CPU than anything else on the hot path (`make bench`, README).
+The role is still set by a statement *before* the protected one: RLS is decided when a
+statement is planned, so it must never be set inside the statement it protects.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ Connection = asyncpg.Connection | PoolConnectionProxy
 IMPERSONATE_SQL = (
     "select set_config('role', 'authenticated', true), set_config('request.jwt.claims', $1, true)"
 )
+_BEGIN_CACHE_SIZE = 4096  # BEGIN statements of recently seen tokens (a token's claims never change)
 _DOCUMENT_COLUMNS = ", ".join([*(f.value for f in MemoryField), "version", "updated_at"])
 # Column names below come from the MemoryField catalogue only, never from a request.
 READ_DOCUMENT_SQL = (
@@ -60,6 +67,38 @@ COMPACT_SQL = "select public.memory_compact($1, $2::text[], $3, $4::jsonb)"
 # Retry later: connection, transaction rollback (serialization, deadlock), resources,
 # operator intervention (shutdown, cancel), system errors.
 _UNAVAILABLE_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")
+
+
+def quote_literal(text: str) -> str:
+    """`text` as an escape-string literal (E'…'): backslashes and quotes doubled, so it reads
+    back verbatim whatever `standard_conforming_strings` says. NUL can not be quoted at all."""
+    if "\x00" in text:
+        raise ValueError("NUL in a SQL literal")
+    return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def begin_as_user_sql(claims: dict[str, Any]) -> str:
+    """`BEGIN` plus PostgREST's first statement for these verified claims, as one simple query
+    (one round trip). `json.dumps` escapes every control character and non-ASCII one, so the
+    literal holds printable ASCII only."""
+    return "BEGIN; " + IMPERSONATE_SQL.replace("$1", quote_literal(json.dumps(claims)))
+
+
+async def _roll_back(conn: Connection) -> None:
+    """End a failed transaction. A connection that can not even do that is closed, and the
+    pool opens a new one: it is never handed out again mid-transaction."""
+    if conn.is_closed():
+        return
+    try:
+        await conn.execute("ROLLBACK")
+    except (
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        asyncpg.InternalClientError,
+        OSError,
+        TimeoutError,
+    ):
+        conn.terminate()
 
 
 def storage_error_for(exc: asyncpg.PostgresError) -> ServiceError:
@@ -89,19 +128,43 @@ class PostgresMemoryRepository:
     def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
         self._pool = pool
         self._timeout = settings.storage_timeout_seconds
+        self._begin_sql: dict[str, str] = {}
+
+    def _begin_for(self, user: User) -> str:
+        """The BEGIN + impersonation query of this user's token (cached: built per token once)."""
+        sql = self._begin_sql.get(user.token)
+        if sql is None:
+            sql = begin_as_user_sql(user.claims)
+            if len(self._begin_sql) >= _BEGIN_CACHE_SIZE:
+                self._begin_sql.clear()
+            self._begin_sql[user.token] = sql
+        return sql
 
     @asynccontextmanager
     async def _as_user(self, user: User) -> AsyncIterator[Connection]:
-        """One transaction as `user`, bounded by the storage timeout; faults become 503."""
+        """One transaction as `user`, bounded by the storage timeout; faults become 503.
+
+        Rolled back on any exception, committed otherwise (as asyncpg's `transaction()` would,
+        one round trip less: BEGIN rides with the impersonation)."""
+        begin = self._begin_for(user)
         try:
-            async with asyncio.timeout(self._timeout):
-                async with self._pool.acquire() as conn, conn.transaction():
-                    await conn.execute(IMPERSONATE_SQL, json.dumps(user.claims))
+            async with asyncio.timeout(self._timeout), self._pool.acquire() as conn:
+                try:
+                    await conn.execute(begin)
                     yield conn
+                except BaseException:
+                    await _roll_back(conn)
+                    raise
+                await conn.execute("COMMIT")
         except asyncpg.PostgresError as exc:
             raise storage_error_for(exc) from exc
         except (OSError, TimeoutError, asyncpg.InterfaceError) as exc:
             logger.warning("database unavailable: %s", type(exc).__name__)
+            raise StorageUnavailable() from exc
+        except asyncpg.InternalClientError as exc:
+            # The connection broke mid-protocol (e.g. the server shut down while it sat in the
+            # pool): the pool drops it; the request is retryable.
+            logger.warning("database connection unusable: %s", exc)
             raise StorageUnavailable() from exc
 
     async def read_document(self, user: User) -> MemoryDocument:
