@@ -100,11 +100,6 @@ def storage_error_for(status: int, error: APIError) -> ServiceError:
     return StorageError()
 
 
-def _no_rows(error: APIError) -> bool:
-    """PGRST116 for an empty result (a single-object read of a row that is not there)."""
-    return error.code == "PGRST116" and "0 rows" in str(error.details or "")
-
-
 def _model(model: type[_M], data: Any) -> _M:
     """`data` as `model`; a body of another shape is storage misbehaving, not an empty value."""
     try:
@@ -138,7 +133,7 @@ class SupabaseMemoryRepository:
         try:
             async with asyncio.timeout(self._timeout):
                 return await pending
-        except (TimeoutError, httpx.TransportError) as exc:
+        except (TimeoutError, httpx.RequestError) as exc:  # transport, decoding, redirects
             logger.warning("Supabase unavailable: %s", type(exc).__name__)
             raise StorageUnavailable() from exc
 
@@ -158,13 +153,7 @@ class SupabaseMemoryRepository:
         request = (
             self._client(user).from_(TABLE).select(*columns).eq("user_id", str(user.id)).request
         )
-        response = await self._send(request)
-        if not response.is_success:
-            error = api_error_from(response)
-            if _no_rows(error):
-                return None
-            raise storage_error_for(response.status_code, error)
-        rows = self._json(response)
+        rows = self._json(await self._send(request))
         if (
             not isinstance(rows, list)
             or len(rows) > 1

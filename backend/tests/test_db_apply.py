@@ -261,6 +261,15 @@ class TestBootstrap:
         try:
             for _ in range(10):
                 await asyncio.gather(*(conn.execute(BOOTSTRAP) for conn in conns))
+            roles = await conns[0].fetch(
+                "select rolname, rolbypassrls from pg_roles"
+                " where rolname in ('anon', 'authenticated', 'service_role')"
+            )
+            assert {r["rolname"]: r["rolbypassrls"] for r in roles} == {
+                "anon": False,
+                "authenticated": False,
+                "service_role": True,
+            }
         finally:
             for conn in conns:
                 await conn.close()
