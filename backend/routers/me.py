@@ -14,7 +14,14 @@ router = APIRouter(prefix="/api", tags=["auth"])
     "/me",
     summary="The current user: id, role, anonymity and the verified token claims",
     response_model=CurrentUserOut,
-    responses={401: {"model": ErrorOut, "description": "missing, invalid or expired token"}},
+    responses={
+        401: {"model": ErrorOut, "description": "missing, invalid or expired token"},
+        503: {
+            "model": ErrorOut,
+            "description": "storage unreachable (embedded backend: the"
+            " user is recorded on first sight); retry after Retry-After seconds",
+        },
+    },
 )
 async def read_me(user: CurrentUserDep) -> CurrentUserOut:
     return CurrentUserOut(

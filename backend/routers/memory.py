@@ -39,15 +39,16 @@ _ERROR_TEXT = {
     412: "If-Match does not match the current version",
     413: "body or item too large",
     422: "invalid body or parameters",
+    502: "storage answered in a way the service does not understand (nothing is assumed)",
     503: "storage unreachable or timed out; retry after Retry-After seconds",
 }
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses=` for these statuses (401 and 503 are possible everywhere)."""
+    """OpenAPI `responses=` for these statuses (401, 502 and 503 are possible everywhere)."""
     return {
         code: {"model": ErrorOut, "description": _ERROR_TEXT[code]}
-        for code in sorted({401, 503, *codes})
+        for code in sorted({401, 502, 503, *codes})
     }
 
 

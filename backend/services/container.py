@@ -14,7 +14,7 @@ import httpx
 
 from config import Backend, Settings
 from repositories.base import MemoryRepository
-from services.auth_service import TokenVerifier, resolve_auth_settings
+from services.auth_service import TokenVerifier
 from services.embedded_postgres import EmbeddedPostgres
 from services.embedded_users import EmbeddedUserDirectory
 from services.jwks import JwksCache
@@ -88,7 +88,8 @@ async def open_storage(
 
 @asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
-    settings = resolve_auth_settings(settings)  # create_app did it already; idempotent
+    """Everything a request needs, for `settings` as `create_app` resolved them (auth keys
+    included)."""
     async with AsyncExitStack() as stack:
         http = await stack.enter_async_context(new_http_client(settings))
         jwks = (
