@@ -102,10 +102,15 @@ $$;
 comment on table public.memories is
   'One memory document per user (identity, state, summary, instructions, episodes, rewards, reports).';
 comment on column public.memories.version is
-  'Bumped by a trigger on every write; the API serves it as the ETag.';
+  'Set on insert to the time in microseconds, bumped by one on every update (a trigger); the API serves it as the ETag.';
 
 -- ---------------------------------------------------------------------------------------
--- version and updated_at move on every write, whoever writes
+-- version and updated_at move on every write, whoever writes.
+-- A new row starts at the current time in microseconds since the epoch, not at 1: a row made
+-- after an erase must never repeat a version of the erased row, or a client holding its old
+-- ETag would overwrite the new data (ABA). A row sees fewer updates (each +1) than
+-- microseconds pass, so a re-created row's versions are all above the erased row's.
+-- Version 0 still means "no row" (If-Match "0").
 -- ---------------------------------------------------------------------------------------
 create or replace function public.memories_track_write()
 returns trigger
@@ -114,7 +119,7 @@ set search_path = ''
 as $$
 begin
   if tg_op = 'INSERT' then
-    new.version := 1;
+    new.version := (extract(epoch from clock_timestamp()) * 1000000)::bigint;
     new.created_at := now();
     new.updated_at := clock_timestamp();
   else

@@ -38,14 +38,15 @@ class TestReadDocument:
 
     async def test_document_reflects_writes_and_version(self, client: httpx.AsyncClient) -> None:
         auth = new_user()
-        await client.put("/api/memory/identity", json={"name": "Robo"}, headers=auth)
-        await client.post("/api/memory/rewards", json={"star": "gold"}, headers=auth)
+        put = await client.put("/api/memory/identity", json={"name": "Robo"}, headers=auth)
+        post = await client.post("/api/memory/rewards", json={"star": "gold"}, headers=auth)
         response = await client.get("/api/memory", headers=auth)
         body = response.json()
         assert body["identity"] == {"name": "Robo"}
         assert [r["star"] for r in body["rewards"]] == ["gold"]
-        assert response.headers["etag"] == f'"{body["version"]}"'
-        assert body["version"] >= 2 and body["updated_at"] is not None
+        assert response.headers["etag"] == f'"{body["version"]}"' == post.headers["etag"]
+        assert body["version"] == int(put.headers["etag"].strip('"')) + 1
+        assert body["updated_at"] is not None
 
 
 class TestObjectFields:
@@ -133,6 +134,22 @@ class TestIfMatch:
         )
         assert stale_patch.status_code == 412
         assert (await client.get("/api/memory/identity", headers=auth)).json() == {"v": 2}
+
+    async def test_an_etag_from_before_an_erase_is_412_and_changes_nothing(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        auth = new_user()
+        before_erase = await client.put("/api/memory/identity", json={"v": "old"}, headers=auth)
+        stale = before_erase.headers["etag"]
+        assert (await client.delete("/api/memory", headers=auth)).status_code == 204
+        renewed = await client.put("/api/memory/identity", json={"v": "new"}, headers=auth)
+        assert renewed.status_code == 200 and renewed.headers["etag"] != stale
+        overwrite = await client.put(
+            "/api/memory/identity", json={"v": "lost"}, headers={**auth, "If-Match": stale}
+        )
+        assert overwrite.status_code == 412
+        after = await client.get("/api/memory/identity", headers=auth)
+        assert after.json() == {"v": "new"} and after.headers["etag"] == renewed.headers["etag"]
 
     async def test_garbage_if_match_is_412(self, client: httpx.AsyncClient) -> None:
         auth = new_user()

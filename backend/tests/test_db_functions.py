@@ -38,6 +38,14 @@ async def uid(admin_pool: asyncpg.Pool) -> uuid.UUID:
     return await create_auth_user(admin_pool)
 
 
+async def _db_micros(pool: asyncpg.Pool) -> int:
+    """The database clock in microseconds since the epoch (what a new row's version is)."""
+    micros: int = await pool.fetchval(
+        "select (extract(epoch from clock_timestamp()) * 1000000)::bigint"
+    )
+    return micros
+
+
 async def _stored(pool: asyncpg.Pool, user_id: uuid.UUID, field: str) -> Any:
     row = await memory_row(pool, user_id)
     assert row is not None
@@ -54,10 +62,12 @@ def _is_uuid(value: object) -> bool:
 
 class TestSetField:
     async def test_object(self, admin_pool: asyncpg.Pool, uid: uuid.UUID) -> None:
+        since = await _db_micros(admin_pool)
         first = await call_as(admin_pool, uid, SET, "identity", {"name": "Ada"}, None)
         second = await call_as(admin_pool, uid, SET, "identity", {"age": 7}, None)
-        assert first["value"] == {"name": "Ada"} and first["version"] == 1
-        assert second["value"] == {"age": 7} and second["version"] == 2
+        assert first["value"] == {"name": "Ada"}
+        assert since <= first["version"] <= await _db_micros(admin_pool)  # a new row: the clock
+        assert second["value"] == {"age": 7} and second["version"] == first["version"] + 1
         assert await _stored(admin_pool, uid, "identity") == {"age": 7}
 
     async def test_list_items_get_id_and_created_at(
@@ -74,9 +84,9 @@ class TestSetField:
         assert await _stored(admin_pool, uid, "core_instructions") == result["value"]
 
     async def test_empty_list(self, admin_pool: asyncpg.Pool, uid: uuid.UUID) -> None:
-        await call_as(admin_pool, uid, SET, "rewards", [{"star": 1}], None)
+        first = await call_as(admin_pool, uid, SET, "rewards", [{"star": 1}], None)
         result = await call_as(admin_pool, uid, SET, "rewards", [], None)
-        assert result["value"] == [] and result["version"] == 2
+        assert result["value"] == [] and result["version"] == first["version"] + 1
         assert await _stored(admin_pool, uid, "rewards") == []
 
     @pytest.mark.parametrize(
@@ -106,7 +116,7 @@ class TestMergeField:
     async def test_null_removes_a_key_and_values_replace_shallowly(
         self, admin_pool: asyncpg.Pool, uid: uuid.UUID
     ) -> None:
-        await call_as(
+        first = await call_as(
             admin_pool,
             uid,
             SET,
@@ -123,16 +133,18 @@ class TestMergeField:
             None,
         )
         expected = {"mood": "happy", "pet": {"kind": "dog"}, "new": [1, None]}
-        assert result["value"] == expected and result["version"] == 2
+        assert result["value"] == expected and result["version"] == first["version"] + 1
         assert await _stored(admin_pool, uid, "current_state") == expected
 
     async def test_first_merge_creates_the_row_without_null_keys(
         self, admin_pool: asyncpg.Pool, uid: uuid.UUID
     ) -> None:
+        since = await _db_micros(admin_pool)
         result = await call_as(
             admin_pool, uid, MERGE, "long_term_summary", {"a": 1, "b": None}, None
         )
-        assert result["value"] == {"a": 1} and result["version"] == 1
+        assert result["value"] == {"a": 1}
+        assert since <= result["version"] <= await _db_micros(admin_pool)
         assert await _stored(admin_pool, uid, "long_term_summary") == {"a": 1}
 
     @pytest.mark.parametrize(
@@ -299,8 +311,9 @@ class TestExpectedVersion:
     async def test_zero_creates_only_when_there_is_no_row(
         self, admin_pool: asyncpg.Pool, uid: uuid.UUID, sql: str, field: str, value: Any
     ) -> None:
+        since = await _db_micros(admin_pool)
         created = await call_as(admin_pool, uid, sql, field, value, 0)
-        assert created["version"] == 1
+        assert since <= created["version"] <= await _db_micros(admin_pool)
         before = snapshot(await memory_row(admin_pool, uid))
         assert await sqlstate_as(admin_pool, uid, sql, field, {"b": 2}, 0) == "PT412"
         assert snapshot(await memory_row(admin_pool, uid)) == before
@@ -310,20 +323,24 @@ class TestExpectedVersion:
         self, admin_pool: asyncpg.Pool, uid: uuid.UUID, sql: str
     ) -> None:
         await call_as(admin_pool, uid, SET, "identity", {"a": 1}, None)
-        await call_as(admin_pool, uid, SET, "identity", {"a": 2}, None)
-        result = await call_as(admin_pool, uid, sql, "identity", {"b": 3}, 2)
-        assert result["version"] == 3
+        current = (await call_as(admin_pool, uid, SET, "identity", {"a": 2}, None))["version"]
+        result = await call_as(admin_pool, uid, sql, "identity", {"b": 3}, current)
+        assert result["version"] == current + 1
         assert (await _stored(admin_pool, uid, "identity"))["b"] == 3
 
     @pytest.mark.parametrize("sql", [SET, MERGE], ids=["set", "merge"])
-    @pytest.mark.parametrize("expected", [1, 3, 99])
+    @pytest.mark.parametrize("stale", ["previous", "next", "one", "far"])
     async def test_stale_version_is_refused(
-        self, admin_pool: asyncpg.Pool, uid: uuid.UUID, sql: str, expected: int
+        self, admin_pool: asyncpg.Pool, uid: uuid.UUID, sql: str, stale: str
     ) -> None:
         await call_as(admin_pool, uid, SET, "identity", {"a": 1}, None)
-        await call_as(admin_pool, uid, SET, "identity", {"a": 2}, None)
+        current = (await call_as(admin_pool, uid, SET, "identity", {"a": 2}, None))["version"]
+        expected = {"previous": current - 1, "next": current + 1, "one": 1, "far": current + 97}
         before = snapshot(await memory_row(admin_pool, uid))
-        assert await sqlstate_as(admin_pool, uid, sql, "identity", {"b": 3}, expected) == "PT412"
+        assert (
+            await sqlstate_as(admin_pool, uid, sql, "identity", {"b": 3}, expected[stale])
+            == "PT412"
+        )
         assert snapshot(await memory_row(admin_pool, uid)) == before
 
     @pytest.mark.parametrize("sql", [SET, MERGE], ids=["set", "merge"])
@@ -340,7 +357,30 @@ class TestExpectedVersion:
             (await call_as(admin_pool, uid, sql, "identity", {"n": n}, None))["version"]
             for n, sql in enumerate([SET, MERGE, SET])
         ]
-        assert versions == [1, 2, 3]
+        first = versions[0]
+        assert first > 0 and versions == [first, first + 1, first + 2]
+
+    @pytest.mark.parametrize("sql", [SET, MERGE], ids=["set", "merge"])
+    @pytest.mark.parametrize("updates", [0, 2])
+    async def test_a_version_from_before_an_erase_is_refused(
+        self, admin_pool: asyncpg.Pool, uid: uuid.UUID, sql: str, updates: int
+    ) -> None:
+        """ETag ABA: versions of a row made after an erase never repeat the erased row's,
+        however many writes either saw."""
+        stale = await call_as(admin_pool, uid, SET, "identity", {"old": 0}, None)
+        for n in range(updates):
+            stale = await call_as(admin_pool, uid, SET, "identity", {"old": n + 1}, None)
+        assert await call_as(admin_pool, uid, ERASE) is True
+        renewed = await call_as(admin_pool, uid, SET, "identity", {"new": 0}, None)
+        for n in range(updates):
+            renewed = await call_as(admin_pool, uid, SET, "identity", {"new": n + 1}, None)
+        assert renewed["version"] > stale["version"]
+        before = snapshot(await memory_row(admin_pool, uid))
+        assert (
+            await sqlstate_as(admin_pool, uid, sql, "identity", {"b": 1}, stale["version"])
+            == "PT412"
+        )
+        assert snapshot(await memory_row(admin_pool, uid)) == before
 
 
 class TestFieldNames:
@@ -418,6 +458,7 @@ class TestWriteTracking:
     ) -> None:
         past = datetime.fromisoformat("2000-01-01T00:00:00+00:00")
         other_id = uuid.uuid4()
+        since = await _db_micros(admin_pool)
         await execute_as(
             admin_pool,
             uid,
@@ -428,7 +469,7 @@ class TestWriteTracking:
         )
         inserted = await memory_row(admin_pool, uid)
         assert inserted is not None
-        assert inserted["version"] == 1
+        assert since <= inserted["version"] <= await _db_micros(admin_pool)  # not 42
         assert inserted["created_at"] > past and inserted["updated_at"] > past
 
         status = await execute_as(
@@ -444,7 +485,7 @@ class TestWriteTracking:
         updated = await memory_row(admin_pool, uid)
         assert updated is not None
         assert updated["identity"] == {"x": 1}
-        assert updated["version"] == 2
+        assert updated["version"] == inserted["version"] + 1  # not 1000
         assert updated["updated_at"] > inserted["updated_at"]
         assert updated["created_at"] == inserted["created_at"]
         assert updated["id"] == inserted["id"]
@@ -454,7 +495,8 @@ class TestWriteTracking:
         )
         touched = await memory_row(admin_pool, uid)
         assert touched is not None
-        assert touched["version"] == 3 and touched["updated_at"] > updated["updated_at"]
+        assert touched["version"] == inserted["version"] + 2
+        assert touched["updated_at"] > updated["updated_at"]
 
 
 class TestColumnKinds:

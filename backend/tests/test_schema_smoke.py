@@ -23,12 +23,13 @@ async def test_set_merge_append_remove(admin_pool: asyncpg.Pool) -> None:
     uid = await create_auth_user(admin_pool)
     async with acting_as(admin_pool, uid) as conn:
         r = await conn.fetchval("select public.memory_set_field('identity', $1::jsonb)", {"a": 1})
-    assert r["value"] == {"a": 1} and r["version"] == 1
+    first = r["version"]
+    assert r["value"] == {"a": 1} and first > 0
     async with acting_as(admin_pool, uid) as conn:
         r = await conn.fetchval(
             "select public.memory_merge_field('identity', $1::jsonb)", {"a": None, "b": 2}
         )
-    assert r["value"] == {"b": 2} and r["version"] == 2
+    assert r["value"] == {"b": 2} and r["version"] == first + 1
     async with acting_as(admin_pool, uid) as conn:
         r = await conn.fetchval(
             "select public.memory_append_items('rewards', $1::jsonb, 2)",
