@@ -161,7 +161,7 @@ class TestIfMatch:
         superscript_two = await client.put(
             "/api/memory/identity",
             json={},
-            headers=[*auth.items(), ("If-Match", "\xb2".encode("latin-1"))],
+            headers=[*((k.encode(), v.encode()) for k, v in auth.items()), (b"If-Match", b"\xb2")],
         )
         assert superscript_two.status_code == 412
         assert (await client.get("/api/memory", headers=auth)).json()["version"] == 0
