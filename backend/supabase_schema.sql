@@ -372,10 +372,25 @@ $$;
 -- Append items to a list field, then keep only the newest p_cap (clamped to 1..10000).
 -- An item whose id is already stored is not appended again: its stored copy is returned
 -- (a retry is a no-op); the same id with other content raises PT409.
+--
+-- With p_idempotency_key (the client's Idempotency-Key, 1-255 characters) the request is all
+-- or nothing. Items without an id get md5(uid/field/key/position)::uuid, and the "sentinel" is
+-- that id for position n = the batch's length (stored only if a request with this key was
+-- longer and its item n came without an id). None of the batch's ids stored and no sentinel:
+-- appended as usual. All of them stored with the same content (created_at aside) and no
+-- sentinel: a retry, the stored items are returned and nothing is written. Anything else (some
+-- stored, the sentinel stored, other content) is the key reused with a different body: PT409,
+-- nothing changes.
+--
+-- The previous version had no key parameter. CREATE OR REPLACE with another parameter list
+-- would add a second overload, which PostgREST can not choose between (PGRST203): drop it.
+drop function if exists public.memory_append_items(text, jsonb, integer);
+
 create or replace function public.memory_append_items(
   p_field text,
   p_items jsonb,
-  p_cap integer default 500
+  p_cap integer default 500,
+  p_idempotency_key text default null
 )
 returns jsonb
 language plpgsql
@@ -386,6 +401,10 @@ as $$
 declare
   v_uid uuid := public.memory_require_user();
   v_cap integer := least(greatest(coalesce(p_cap, 500), 1), 10000);
+  v_keyed boolean := p_idempotency_key is not null;
+  v_key_prefix text;
+  v_sentinel jsonb;
+  v_found integer := 0;
   v_row record;
   v_list jsonb;
   v_new jsonb := '[]'::jsonb;
@@ -400,6 +419,21 @@ begin
   perform public.memory_require_field(p_field, 'list');
   if jsonb_typeof(p_items) is distinct from 'array' or jsonb_array_length(p_items) = 0 then
     raise exception 'items must be a non-empty JSON array' using errcode = '22023';
+  end if;
+  if v_keyed then
+    if length(p_idempotency_key) not between 1 and 255 then
+      raise exception 'an idempotency key has 1-255 characters' using errcode = '22023';
+    end if;
+    v_key_prefix := v_uid::text || '/' || p_field || '/' || p_idempotency_key || '/';
+    select jsonb_agg(
+             case when jsonb_typeof(e) = 'object' and coalesce(e -> 'id', 'null') = 'null'
+                  then e || jsonb_build_object('id', md5(v_key_prefix || (o - 1))::uuid)
+                  else e end
+             order by o)
+      into p_items
+      from jsonb_array_elements(p_items) with ordinality as t(e, o);
+    v_sentinel := jsonb_build_array(jsonb_build_object(
+      'id', md5(v_key_prefix || jsonb_array_length(p_items))::uuid));
   end if;
 
   -- Lock this user's row (creating it first if needed): concurrent appends queue here.
@@ -416,12 +450,17 @@ begin
   end if;
   v_list := v_row.list;
 
+  if v_keyed and v_list @> v_sentinel then  -- a request with this key had more items
+    raise exception 'this Idempotency-Key was used with a different body' using errcode = 'PT409';
+  end if;
+
   for v_item in select public.memory_normalize_item(e) from jsonb_array_elements(p_items) as e loop
     v_probe := jsonb_build_array(jsonb_build_object('id', v_item -> 'id'));
     v_stored := null;
     if v_list @> v_probe then
       select e into v_stored from jsonb_array_elements(v_list) as e
         where e -> 'id' = v_item -> 'id' limit 1;
+      v_found := v_found + 1;
     elsif v_new @> v_probe then
       select e into v_stored from jsonb_array_elements(v_new) as e
         where e -> 'id' = v_item -> 'id' limit 1;
@@ -432,11 +471,19 @@ begin
       v_out := v_out || jsonb_build_array(v_item);
     elsif (v_stored - 'created_at') = (v_item - 'created_at') then
       v_out := v_out || jsonb_build_array(v_stored);
+    elsif v_keyed then
+      raise exception 'this Idempotency-Key was used with a different body'
+        using errcode = 'PT409';
     else
       raise exception 'item % is already stored with other content', v_item ->> 'id'
         using errcode = 'PT409';
     end if;
   end loop;
+
+  -- With a key, all of the batch is stored already (a retry) or none of it (a first try).
+  if v_keyed and v_found not in (0, jsonb_array_length(p_items)) then
+    raise exception 'this Idempotency-Key was used with a different body' using errcode = 'PT409';
+  end if;
 
   if jsonb_array_length(v_new) = 0 then
     v_version := v_row.version;
@@ -565,7 +612,7 @@ revoke all on function public.memory_require_field(text, text) from public, anon
 revoke all on function public.memory_normalize_item(jsonb) from public, anon;
 revoke all on function public.memory_set_field(text, jsonb, bigint) from public, anon;
 revoke all on function public.memory_merge_field(text, jsonb, bigint) from public, anon;
-revoke all on function public.memory_append_items(text, jsonb, integer) from public, anon;
+revoke all on function public.memory_append_items(text, jsonb, integer, text) from public, anon;
 revoke all on function public.memory_remove_item(text, text) from public, anon;
 revoke all on function public.memory_erase() from public, anon;
 revoke all on function public.memory_compact(text, text[], text, jsonb) from public, anon;
@@ -576,7 +623,7 @@ grant execute on function public.memory_require_field(text, text) to authenticat
 grant execute on function public.memory_normalize_item(jsonb) to authenticated;
 grant execute on function public.memory_set_field(text, jsonb, bigint) to authenticated;
 grant execute on function public.memory_merge_field(text, jsonb, bigint) to authenticated;
-grant execute on function public.memory_append_items(text, jsonb, integer) to authenticated;
+grant execute on function public.memory_append_items(text, jsonb, integer, text) to authenticated;
 grant execute on function public.memory_remove_item(text, text) to authenticated;
 grant execute on function public.memory_erase() to authenticated;
 grant execute on function public.memory_compact(text, text[], text, jsonb) to authenticated;

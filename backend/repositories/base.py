@@ -34,8 +34,18 @@ class MemoryRepository(Protocol):
     ) -> StoredValue: ...
 
     async def append_items(
-        self, user: User, field: MemoryField, items: list[dict[str, Any]], *, cap: int
-    ) -> AppendResult: ...
+        self,
+        user: User,
+        field: MemoryField,
+        items: list[dict[str, Any]],
+        *,
+        cap: int,
+        idempotency_key: str | None = None,
+    ) -> AppendResult:
+        """Append `items`, keeping the newest `cap`. With `idempotency_key` the call is all or
+        nothing: a retry of the same body answers the stored items and writes nothing; the key
+        with another body (longer, shorter, other content) is an IdempotencyConflict."""
+        ...
 
     async def remove_item(self, user: User, field: MemoryField, item_id: str) -> bool:
         """True when the item was there and is gone; False when there was no such item."""

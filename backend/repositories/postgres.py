@@ -59,7 +59,7 @@ READ_FIELD_SQL = {
 }
 SET_FIELD_SQL = "select public.memory_set_field($1, $2::jsonb, $3)"
 MERGE_FIELD_SQL = "select public.memory_merge_field($1, $2::jsonb, $3)"
-APPEND_ITEMS_SQL = "select public.memory_append_items($1, $2::jsonb, $3)"
+APPEND_ITEMS_SQL = "select public.memory_append_items($1, $2::jsonb, $3, $4)"
 REMOVE_ITEM_SQL = "select public.memory_remove_item($1, $2)"
 ERASE_SQL = "select public.memory_erase()"
 COMPACT_SQL = "select public.memory_compact($1, $2::text[], $3, $4::jsonb)"
@@ -199,10 +199,16 @@ class PostgresMemoryRepository:
         return StoredValue.model_validate(result)
 
     async def append_items(
-        self, user: User, field: MemoryField, items: list[dict[str, Any]], *, cap: int
+        self,
+        user: User,
+        field: MemoryField,
+        items: list[dict[str, Any]],
+        *,
+        cap: int,
+        idempotency_key: str | None = None,
     ) -> AppendResult:
         async with self._as_user(user) as conn:
-            result = await conn.fetchval(APPEND_ITEMS_SQL, field.value, items, cap)
+            result = await conn.fetchval(APPEND_ITEMS_SQL, field.value, items, cap, idempotency_key)
         return AppendResult.model_validate(result)
 
     async def remove_item(self, user: User, field: MemoryField, item_id: str) -> bool:

@@ -200,9 +200,19 @@ class SupabaseMemoryRepository:
         return _model(StoredValue, await self._rpc(user, "memory_merge_field", args))
 
     async def append_items(
-        self, user: User, field: MemoryField, items: list[dict[str, Any]], *, cap: int
+        self,
+        user: User,
+        field: MemoryField,
+        items: list[dict[str, Any]],
+        *,
+        cap: int,
+        idempotency_key: str | None = None,
     ) -> AppendResult:
-        args = {"p_field": field.value, "p_items": items, "p_cap": cap}
+        """One RPC; `p_idempotency_key` only when there is a key (a keyless call is the same
+        request as before the function took a key)."""
+        args: dict[str, Any] = {"p_field": field.value, "p_items": items, "p_cap": cap}
+        if idempotency_key is not None:
+            args["p_idempotency_key"] = idempotency_key
         return _model(AppendResult, await self._rpc(user, "memory_append_items", args))
 
     async def remove_item(self, user: User, field: MemoryField, item_id: str) -> bool:

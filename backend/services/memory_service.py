@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from typing import Any
 
 from config import Settings
@@ -19,7 +18,6 @@ from repositories.base import MemoryRepository
 MAX_ITEMS_PER_APPEND = 100
 MAX_ITEM_ID_LENGTH = 200
 MAX_NESTING_DEPTH = 32  # far beyond any memory's needs; well inside what JSON libraries handle
-_IDEMPOTENCY_NAMESPACE = uuid.UUID("4f9d8a52-3a52-4c41-9a53-5d8a4b6f0c11")
 _MISSING: Any = object()
 # json.dumps writes NUL as \u0000; an even run of backslashes before it is escaped backslashes.
 _ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
@@ -162,30 +160,20 @@ class MemoryService:
         *,
         idempotency_key: str | None = None,
     ) -> AppendResult:
-        """Append one item or up to 100. With an idempotency key, items without an id get ids
-        derived from (user, field, key, position): a retry finds them stored and appends none."""
+        """Append one item or up to 100. With an idempotency key the SQL function decides, in
+        the same statement: a retry of the same body appends nothing and answers the stored
+        items; the key with any other body is an IdempotencyConflict (409)."""
         require_kind(field, FieldKind.LIST)
         batch = [items] if isinstance(items, dict) else items
         if not isinstance(batch, list) or not 1 <= len(batch) <= MAX_ITEMS_PER_APPEND:
             raise InvalidValue(f"send one item object or an array of 1-{MAX_ITEMS_PER_APPEND}")
         self._check_items(batch, field, limit=MAX_ITEMS_PER_APPEND)
-        if idempotency_key is not None:
-            batch = [
-                item
-                if "id" in item and item["id"] is not None
-                else {
-                    **item,
-                    "id": str(
-                        uuid.uuid5(
-                            _IDEMPOTENCY_NAMESPACE,
-                            f"{user.id}/{field.value}/{idempotency_key}/{position}",
-                        )
-                    ),
-                }
-                for position, item in enumerate(batch)
-            ]
         return await self._repository.append_items(
-            user, field, batch, cap=self._settings.list_cap(field.value)
+            user,
+            field,
+            batch,
+            cap=self._settings.list_cap(field.value),
+            idempotency_key=idempotency_key,
         )
 
     async def remove_item(self, user: User, field: MemoryField, item_id: str) -> None:

@@ -307,6 +307,48 @@ class TestIdempotency:
         assert conflict.status_code == 409
         assert len((await client.get("/api/memory/rewards", headers=auth)).json()) == 1
 
+    async def test_same_key_longer_body_is_409_and_appends_nothing(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        auth = new_user()
+        headers = {**auth, "Idempotency-Key": "turn-7"}
+        body = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+        first = await client.post("/api/memory/episodic_memory", json=body, headers=headers)
+        assert first.status_code == 201
+        longer = [*body, {"role": "user", "content": "and more"}]
+        conflict = await client.post("/api/memory/episodic_memory", json=longer, headers=headers)
+        assert conflict.status_code == 409 and "Idempotency-Key" in conflict.json()["detail"]
+        stored = await client.get("/api/memory/episodic_memory", headers=auth)
+        assert stored.json() == first.json() and stored.headers["etag"] == first.headers["etag"]
+
+    async def test_same_key_shorter_body_is_409(self, client: httpx.AsyncClient) -> None:
+        auth = new_user()
+        headers = {**auth, "Idempotency-Key": "turn-8"}
+        body = [{"n": 1}, {"n": 2}, {"n": 3}]
+        first = await client.post("/api/memory/parent_reports", json=body, headers=headers)
+        assert first.status_code == 201
+        for shorter in (body[:2], body[0]):
+            conflict = await client.post(
+                "/api/memory/parent_reports", json=shorter, headers=headers
+            )
+            assert conflict.status_code == 409, shorter
+        stored = await client.get("/api/memory/parent_reports", headers=auth)
+        assert stored.json() == first.json() and stored.headers["etag"] == first.headers["etag"]
+        retry = await client.post("/api/memory/parent_reports", json=body, headers=headers)
+        assert retry.status_code == 201 and retry.json() == first.json()
+
+    async def test_keys_are_per_field(self, client: httpx.AsyncClient) -> None:
+        auth = new_user()
+        headers = {**auth, "Idempotency-Key": "same"}
+        rewards = await client.post("/api/memory/rewards", json={"n": 1}, headers=headers)
+        reports = await client.post(
+            "/api/memory/parent_reports", json=[{"n": 1}, {"n": 2}], headers=headers
+        )
+        assert rewards.status_code == reports.status_code == 201
+        assert len(reports.json()) == 2
+        stored = (await client.get("/api/memory", headers=auth)).json()
+        assert stored["rewards"] == rewards.json() and stored["parent_reports"] == reports.json()
+
     async def test_keys_are_per_user(self, client: httpx.AsyncClient) -> None:
         a, b = new_user(), new_user()
         for auth in (a, b):

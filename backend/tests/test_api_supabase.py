@@ -105,6 +105,35 @@ async def test_append_is_one_rpc_with_named_arguments(
     assert sent.headers["apikey"] == API_KEY
 
 
+async def test_append_with_idempotency_key_sends_it_and_a_conflict_is_409(
+    api: httpx.AsyncClient, postgrest: respx.MockRouter
+) -> None:
+    token = user_token()
+    headers = {**bearer(token), "Idempotency-Key": "turn-1"}
+    item = {"id": str(uuid.uuid4()), "text": "hi", "created_at": UPDATED_AT}
+    route = postgrest.post("/rpc/memory_append_items").respond(
+        200, json={"items": [item], "version": 2, "updated_at": UPDATED_AT}
+    )
+    response = await api.post("/api/memory/episodic_memory", json={"text": "hi"}, headers=headers)
+    assert response.status_code == 201 and response.json() == [item]
+    assert json.loads(route.calls.last.request.content) == {
+        "p_field": "episodic_memory",
+        "p_items": [{"text": "hi"}],
+        "p_cap": 500,
+        "p_idempotency_key": "turn-1",
+    }
+    route.mock(
+        return_value=postgrest_error(
+            409, "PT409", "this Idempotency-Key was used with a different body"
+        )
+    )
+    longer = [{"text": "hi"}, {"text": "more"}]
+    conflict = await api.post("/api/memory/episodic_memory", json=longer, headers=headers)
+    assert conflict.status_code == 409
+    assert conflict.json() == {"detail": "this Idempotency-Key was used with a different body"}
+    assert json.loads(route.calls.last.request.content)["p_items"] == longer
+
+
 async def test_interleaved_users_each_carry_their_own_token(
     api: httpx.AsyncClient, postgrest: respx.MockRouter
 ) -> None:

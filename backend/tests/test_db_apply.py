@@ -5,6 +5,7 @@ table of the original plan."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -246,6 +247,72 @@ class TestOverTheOriginalPlansTable:
             await conn.execute("reset role")
             await conn.execute("delete from auth.users where id = $1", uid)
             assert await conn.fetchval("select count(*) from public.memories") == 0
+        finally:
+            await transaction.rollback()
+            await conn.close()
+
+
+# memory_append_items as the schema defined it before it took an idempotency key (the body
+# does not matter: applying the schema must replace the function, not add an overload).
+PREVIOUS_APPEND_SQL = """
+create function public.memory_append_items(p_field text, p_items jsonb, p_cap integer default 500)
+returns jsonb language sql volatile security invoker set search_path = ''
+as $$ select jsonb_build_object('items', p_items, 'version', -1, 'updated_at', null) $$;
+revoke all on function public.memory_append_items(text, jsonb, integer) from public, anon;
+grant execute on function public.memory_append_items(text, jsonb, integer) to authenticated;
+"""
+# What PostgREST runs for POST /rpc/memory_append_items {"p_field", "p_items", "p_cap"}.
+NAMED_APPEND_SQL = (
+    "select public.memory_append_items(p_field := 'rewards', p_items := '[{\"n\": 1}]', p_cap := 5)"
+)
+
+
+class TestOverThePreviousAppendFunction:
+    """A database holding the previous version of the schema (memory_append_items without the
+    key parameter), or both versions side by side: applying the schema leaves exactly one
+    function, callable by name (two overloads make PostgREST fail with PGRST203). Rolled back
+    afterwards."""
+
+    @pytest.mark.parametrize("keep_current", [False, True], ids=["previous", "both"])
+    async def test_leaves_one_function_callable_by_name(
+        self,
+        supabase_like: SupabaseLike,
+        fresh_description: dict[str, list[dict[str, Any]]],
+        keep_current: bool,
+    ) -> None:
+        uid = uuid.uuid4()
+        conn = await asyncpg.connect(supabase_like.dsn)
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            await conn.execute("insert into auth.users (id) values ($1)", uid)
+            await conn.execute(f"set local role {supabase_like.owner}")
+            if not keep_current:
+                await conn.execute(
+                    "drop function public.memory_append_items(text, jsonb, integer, text)"
+                )
+            await conn.execute(PREVIOUS_APPEND_SQL)
+            overloads = "select count(*) from pg_proc where proname = 'memory_append_items'"
+            assert await conn.fetchval(overloads) == (2 if keep_current else 1)
+            if keep_current:  # the broken state: a call by name can not pick one
+                await conn.execute("savepoint ambiguous")
+                with pytest.raises(asyncpg.AmbiguousFunctionError):
+                    await conn.fetchval(NAMED_APPEND_SQL)
+                await conn.execute("rollback to savepoint ambiguous")
+
+            await conn.execute(SCHEMA)
+            await conn.execute(SCHEMA)
+            assert await conn.fetchval(overloads) == 1
+            assert await describe_schema(conn) == fresh_description
+
+            await conn.execute(
+                "select set_config('role', 'authenticated', true),"
+                " set_config('request.jwt.claims', $1, true)",
+                json.dumps({"role": "authenticated", "sub": str(uid)}),
+            )
+            appended = json.loads(await conn.fetchval(NAMED_APPEND_SQL))
+            assert [item["n"] for item in appended["items"]] == [1]
+            assert appended["version"] > 0
         finally:
             await transaction.rollback()
             await conn.close()

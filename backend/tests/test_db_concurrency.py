@@ -78,6 +78,22 @@ async def test_parallel_retries_of_one_item_store_it_once(admin_pool: asyncpg.Po
     assert len({r["items"][0]["created_at"] for r in results}) == 1
 
 
+async def test_parallel_retries_with_one_idempotency_key_store_the_batch_once(
+    admin_pool: asyncpg.Pool,
+) -> None:
+    (user,) = await _users(admin_pool, 1)
+    keyed = "select public.memory_append_items('episodic_memory', $1::jsonb, 100, $2)"
+    batch = [{"text": "hi"}, {"text": "hello"}]
+    results = await asyncio.gather(
+        *(call_as(admin_pool, user, keyed, batch, "turn-1") for _ in range(30))
+    )
+    row = await memory_row(admin_pool, user)
+    assert row is not None
+    assert row["episodic_memory"] == results[0]["items"]
+    assert [i["text"] for i in row["episodic_memory"]] == ["hi", "hello"]
+    assert all(r == results[0] for r in results)  # one write; every caller got its items
+
+
 async def test_parallel_merges_of_distinct_keys_lose_none(admin_pool: asyncpg.Pool) -> None:
     (user,) = await _users(admin_pool, 1)
     merge = "select public.memory_merge_field('current_state', $1::jsonb, null)"

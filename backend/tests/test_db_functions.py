@@ -4,6 +4,7 @@ and the cascade from auth.users."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import uuid
@@ -28,6 +29,7 @@ from tests.db_helpers import (
 SET = "select public.memory_set_field($1, $2::jsonb, $3)"
 MERGE = "select public.memory_merge_field($1, $2::jsonb, $3)"
 APPEND = "select public.memory_append_items($1, $2::jsonb, $3)"
+KEYED_APPEND = "select public.memory_append_items($1, $2::jsonb, $3, $4)"
 REMOVE = "select public.memory_remove_item($1, $2)"
 ERASE = "select public.memory_erase()"
 
@@ -260,6 +262,155 @@ class TestAppendItems:
         before = snapshot(await memory_row(admin_pool, uid))
         assert await sqlstate_as(admin_pool, uid, APPEND, field, items, 10) == "22023"
         assert snapshot(await memory_row(admin_pool, uid)) == before
+
+
+def _key_id(user_id: uuid.UUID, field: str, key: str, position: int) -> str:
+    """The id a keyed append gives the item at `position` that came without one."""
+    seed = f"{user_id}/{field}/{key}/{position}".encode()
+    return str(uuid.UUID(hashlib.md5(seed, usedforsecurity=False).hexdigest()))
+
+
+class TestAppendWithIdempotencyKey:
+    """With a key the append is all or nothing: the same body again is a retry (the stored
+    items, nothing written); the key with any other body is PT409 and changes nothing."""
+
+    BODY = ({"n": 1}, {"id": "mine", "n": 2}, {"n": 3})
+
+    async def _first(self, pool: asyncpg.Pool, uid: uuid.UUID, items: Any, key: str = "k") -> Any:
+        return await call_as(pool, uid, KEYED_APPEND, "rewards", list(items), 10, key)
+
+    async def test_items_without_an_id_get_ids_from_user_field_key_and_position(
+        self, admin_pool: asyncpg.Pool, uid: uuid.UUID
+    ) -> None:
+        result = await self._first(admin_pool, uid, self.BODY, key="turn-1")
+        assert [i["id"] for i in result["items"]] == [
+            _key_id(uid, "rewards", "turn-1", 0),
+            "mine",
+            _key_id(uid, "rewards", "turn-1", 2),
+        ]
+        assert [i["n"] for i in result["items"]] == [1, 2, 3]
+        assert await _stored(admin_pool, uid, "rewards") == result["items"]
+
+    async def test_a_retry_with_the_same_body_writes_nothing_and_answers_the_stored_items(
+        self, admin_pool: asyncpg.Pool, uid: uuid.UUID
+    ) -> None:
+        first = await self._first(admin_pool, uid, self.BODY)
+        before = snapshot(await memory_row(admin_pool, uid))
+        for _ in range(2):
+            retry = await self._first(admin_pool, uid, self.BODY)
+            assert retry == first  # the stored items (created_at too), the same version
+            assert snapshot(await memory_row(admin_pool, uid)) == before
+
+    async def test_a_retry_with_created_at_given_is_still_a_retry(
+        self, admin_pool: asyncpg.Pool, uid: uuid.UUID
+    ) -> None:
+        first = await self._first(admin_pool, uid, [{"n": 1}])
+        again = [{"n": 1, "created_at": "2001-01-01T00:00:00+00:00"}]
+        assert await self._first(admin_pool, uid, again) == first
+
+    @pytest.mark.parametrize(
+        "retry",
+        [
+            [*BODY, {"n": 4}],  # longer
+            [*BODY, {"id": "theirs", "n": 4}],  # longer, the extra item with its own id
+            list(BODY[:2]),  # shorter
+            [{"n": 1}, {"id": "mine", "n": 2}, {"n": 30}],  # other content
+            [{"n": 10}, {"id": "mine", "n": 2}, {"n": 3}],  # other content, first item
+            [{"n": 1}, {"id": "other", "n": 2}, {"n": 3}],  # another id
+            [{"n": 3}, {"id": "mine", "n": 2}, {"n": 1}],  # the same items in another order
+        ],
+        ids=[
+            "longer",
+            "longer-own-id",
+            "shorter",
+            "content",
+            "first",
+            "id",
+            "order",
+        ],
+    )
+    async def test_the_key_with_another_body_conflicts_and_changes_nothing(
+        self, admin_pool: asyncpg.Pool, uid: uuid.UUID, retry: list[dict[str, Any]]
+    ) -> None:
+        first = await self._first(admin_pool, uid, self.BODY)
+        before = snapshot(await memory_row(admin_pool, uid))
+        state = await sqlstate_as(admin_pool, uid, KEYED_APPEND, "rewards", retry, 10, "k")
+        assert state == "PT409"
+        assert snapshot(await memory_row(admin_pool, uid)) == before
+        assert await self._first(admin_pool, uid, self.BODY) == first  # the retry still works
+
+    async def test_a_batch_partly_stored_already_conflicts(
+        self, admin_pool: asyncpg.Pool, uid: uuid.UUID
+    ) -> None:
+        await call_as(admin_pool, uid, APPEND, "rewards", [{"id": "mine", "n": 2}], 10)
+        before = snapshot(await memory_row(admin_pool, uid))
+        assert (
+            await sqlstate_as(admin_pool, uid, KEYED_APPEND, "rewards", list(self.BODY), 10, "k")
+            == "PT409"
+        )
+        assert snapshot(await memory_row(admin_pool, uid)) == before
+
+    async def test_keys_are_per_user(self, admin_pool: asyncpg.Pool) -> None:
+        a = await create_auth_user(admin_pool)
+        b = await create_auth_user(admin_pool)
+        first_a = await self._first(admin_pool, a, [{"n": 1}], key="same")
+        first_b = await self._first(admin_pool, b, [{"n": 1}, {"n": 2}], key="same")  # longer
+        assert [i["id"] for i in first_a["items"]] == [_key_id(a, "rewards", "same", 0)]
+        assert [i["id"] for i in first_b["items"]] == [
+            _key_id(b, "rewards", "same", p) for p in (0, 1)
+        ]
+        assert await _stored(admin_pool, a, "rewards") == first_a["items"]
+        assert await _stored(admin_pool, b, "rewards") == first_b["items"]
+        assert await self._first(admin_pool, a, [{"n": 1}], key="same") == first_a
+        assert await self._first(admin_pool, b, [{"n": 1}, {"n": 2}], key="same") == first_b
+
+    async def test_keys_are_per_field(self, admin_pool: asyncpg.Pool, uid: uuid.UUID) -> None:
+        rewards = await call_as(admin_pool, uid, KEYED_APPEND, "rewards", [{"n": 1}], 10, "k")
+        reports = await call_as(
+            admin_pool, uid, KEYED_APPEND, "parent_reports", [{"n": 1}, {"n": 2}], 10, "k"
+        )
+        assert [i["id"] for i in reports["items"]] == [
+            _key_id(uid, "parent_reports", "k", p) for p in (0, 1)
+        ]
+        assert reports["version"] == rewards["version"] + 1  # a write, not a conflict
+        assert await _stored(admin_pool, uid, "rewards") == rewards["items"]
+        assert await _stored(admin_pool, uid, "parent_reports") == reports["items"]
+        again = await call_as(admin_pool, uid, KEYED_APPEND, "rewards", [{"n": 1}], 10, "k")
+        assert again["items"] == rewards["items"]
+        assert again["version"] == reports["version"]  # a retry: nothing written
+
+    async def test_a_null_key_is_the_keyless_append(
+        self, admin_pool: asyncpg.Pool, uid: uuid.UUID
+    ) -> None:
+        first = await call_as(admin_pool, uid, KEYED_APPEND, "rewards", [{"n": 1}], 10, None)
+        second = await call_as(admin_pool, uid, KEYED_APPEND, "rewards", [{"n": 1}], 10, None)
+        assert first["items"][0]["id"] != second["items"][0]["id"]
+        partly = [{"id": first["items"][0]["id"], "n": 1}, {"n": 2}]
+        result = await call_as(admin_pool, uid, KEYED_APPEND, "rewards", partly, 10, None)
+        assert result["items"][0] == first["items"][0]  # the stored copy, one new item
+        assert len(await _stored(admin_pool, uid, "rewards")) == 3
+
+    @pytest.mark.parametrize("key", ["", "k" * 256])
+    async def test_a_key_of_0_or_over_255_characters_is_refused(
+        self, admin_pool: asyncpg.Pool, uid: uuid.UUID, key: str
+    ) -> None:
+        assert (
+            await sqlstate_as(admin_pool, uid, KEYED_APPEND, "rewards", [{"n": 1}], 10, key)
+            == "22023"
+        )
+        assert await memory_row(admin_pool, uid) is None
+        longest = await call_as(admin_pool, uid, KEYED_APPEND, "rewards", [{"n": 1}], 10, "k" * 255)
+        assert longest["items"][0]["id"] == _key_id(uid, "rewards", "k" * 255, 0)
+
+    async def test_a_keyed_batch_is_checked_like_any_other(
+        self, admin_pool: asyncpg.Pool, uid: uuid.UUID
+    ) -> None:
+        for items in ([1], [{"id": 7}], [{"n": 1}, "x"]):
+            assert (
+                await sqlstate_as(admin_pool, uid, KEYED_APPEND, "rewards", items, 10, "k")
+                == "22023"
+            )
+        assert await memory_row(admin_pool, uid) is None
 
 
 class TestRemoveItem:
@@ -582,6 +733,16 @@ class TestNamedArguments:
             [{"id": "s1"}],
             5,
         )
+        keyed = await call_as(
+            admin_pool,
+            uid,
+            "select public.memory_append_items(p_field := $1, p_items := $2::jsonb,"
+            " p_cap := $3, p_idempotency_key := $4)",
+            "rewards",
+            [{"n": 1}],
+            5,
+            "key-1",
+        )
         removed = await call_as(
             admin_pool,
             uid,
@@ -591,7 +752,8 @@ class TestNamedArguments:
         )
         assert merged["value"] == {"a": 1, "b": 2}
         assert [i["id"] for i in appended["items"]] == ["s1"]
-        assert removed["version"] == appended["version"] + 1
+        assert [i["id"] for i in keyed["items"]] == [_key_id(uid, "rewards", "key-1", 0)]
+        assert removed["version"] == keyed["version"] + 1
         assert await call_as(admin_pool, uid, "select public.memory_erase()") is True
 
     async def test_writers_are_volatile(self, admin_pool: asyncpg.Pool) -> None:

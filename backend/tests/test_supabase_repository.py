@@ -341,6 +341,43 @@ class TestAppendItems:
         )
         assert_acts_as(request, user)
 
+    async def test_sends_the_idempotency_key_as_a_named_argument(
+        self, repo: SupabaseMemoryRepository, user: User, pgrst_mock: respx.MockRouter
+    ) -> None:
+        items = [{"text": "hello"}]
+        stored = {
+            "items": [{"id": str(uuid.uuid4()), "text": "hello", "created_at": UPDATED_AT}],
+            "version": 13,
+            "updated_at": UPDATED_AT,
+        }
+        route = pgrst_mock.post("/rpc/memory_append_items").mock(return_value=pgrst(200, stored))
+
+        result = await repo.append_items(
+            user, MemoryField.REWARDS, items, cap=5, idempotency_key="turn-1"
+        )
+
+        assert result.items == stored["items"] and result.version == 13
+        request = route.calls.last.request
+        assert_rpc(
+            request,
+            "memory_append_items",
+            {"p_field": "rewards", "p_items": items, "p_cap": 5, "p_idempotency_key": "turn-1"},
+        )
+        assert_acts_as(request, user)
+
+    async def test_key_reused_with_another_body_is_an_idempotency_conflict(
+        self, repo: SupabaseMemoryRepository, user: User, pgrst_mock: respx.MockRouter
+    ) -> None:
+        message = "this Idempotency-Key was used with a different body"
+        pgrst_mock.post("/rpc/memory_append_items").mock(
+            return_value=pgrst_error(409, "PT409", message)
+        )
+        with pytest.raises(IdempotencyConflict) as caught:
+            await repo.append_items(
+                user, MemoryField.REWARDS, [{"n": 1}, {"n": 2}], cap=5, idempotency_key="k"
+            )
+        assert caught.value.detail == message and caught.value.status_code == 409
+
     async def test_reused_item_id_with_other_content_is_an_idempotency_conflict(
         self, repo: SupabaseMemoryRepository, user: User, pgrst_mock: respx.MockRouter
     ) -> None:
