@@ -25,16 +25,12 @@ from asyncpg.pool import PoolConnectionProxy
 
 from config import Settings
 from errors import (
-    Conflict,
-    Forbidden,
-    IdempotencyConflict,
-    InvalidValue,
     ServiceError,
     StorageError,
     StorageUnavailable,
-    VersionMismatch,
 )
 from models import AppendResult, MemoryDocument, MemoryField, StoredValue, User
+from repositories.storage_errors import error_for_sqlstate, validated
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +59,6 @@ APPEND_ITEMS_SQL = "select public.memory_append_items($1, $2::jsonb, $3, $4)"
 REMOVE_ITEM_SQL = "select public.memory_remove_item($1, $2)"
 ERASE_SQL = "select public.memory_erase()"
 COMPACT_SQL = "select public.memory_compact($1, $2::text[], $3, $4::jsonb)"
-
-# Retry later: connection, transaction rollback (serialization, deadlock), resources,
-# operator intervention (shutdown, cancel), system errors.
-_UNAVAILABLE_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")
 
 
 def quote_literal(text: str) -> str:
@@ -102,24 +94,12 @@ async def _roll_back(conn: Connection) -> None:
 
 
 def storage_error_for(exc: asyncpg.PostgresError) -> ServiceError:
-    """Map a PostgreSQL error (sqlstate) to a domain error; messages we raise ourselves are
-    safe to show, anything else is described without SQL."""
+    """Map a PostgreSQL error to a domain error (see `error_for_sqlstate`)."""
     code = exc.sqlstate or ""
     message = str(getattr(exc, "message", "") or "")
-    if code == "PT412":
-        return VersionMismatch()
-    if code == "PT409":
-        return IdempotencyConflict(message or None)
-    if code == "22023":
-        return InvalidValue(message or None)
-    if code.startswith("22") or code == "23514":
-        return InvalidValue("the value can not be stored (invalid JSON content)")
-    if code == "42501":
-        return Forbidden()
-    if code in ("23505", "23503"):
-        return Conflict("the memory row conflicts with existing data")
-    if code.startswith(_UNAVAILABLE_SQLSTATE_CLASSES):
-        return StorageUnavailable()
+    mapped = error_for_sqlstate(code, message)
+    if mapped is not None:
+        return mapped
     logger.error("unexpected database error %s: %s", code, message)
     return StorageError()
 
@@ -170,7 +150,7 @@ class PostgresMemoryRepository:
     async def read_document(self, user: User) -> MemoryDocument:
         async with self._as_user(user) as conn:
             row = await conn.fetchrow(READ_DOCUMENT_SQL)
-        return MemoryDocument() if row is None else MemoryDocument(**dict(row))
+        return MemoryDocument() if row is None else validated(MemoryDocument, dict(row))
 
     async def read_field(self, user: User, field: MemoryField) -> tuple[Any, int]:
         async with self._as_user(user) as conn:
@@ -184,7 +164,7 @@ class PostgresMemoryRepository:
     ) -> StoredValue:
         async with self._as_user(user) as conn:
             result = await conn.fetchval(SET_FIELD_SQL, field.value, value, expected_version)
-        return StoredValue.model_validate(result)
+        return validated(StoredValue, result)
 
     async def merge_field(
         self,
@@ -196,7 +176,7 @@ class PostgresMemoryRepository:
     ) -> StoredValue:
         async with self._as_user(user) as conn:
             result = await conn.fetchval(MERGE_FIELD_SQL, field.value, patch, expected_version)
-        return StoredValue.model_validate(result)
+        return validated(StoredValue, result)
 
     async def append_items(
         self,
@@ -209,7 +189,7 @@ class PostgresMemoryRepository:
     ) -> AppendResult:
         async with self._as_user(user) as conn:
             result = await conn.fetchval(APPEND_ITEMS_SQL, field.value, items, cap, idempotency_key)
-        return AppendResult.model_validate(result)
+        return validated(AppendResult, result)
 
     async def remove_item(self, user: User, field: MemoryField, item_id: str) -> bool:
         async with self._as_user(user) as conn:

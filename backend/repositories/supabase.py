@@ -12,27 +12,24 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 from postgrest import AsyncPostgrestClient
 from postgrest.base_request_builder import RequestConfig
 from postgrest.exceptions import APIError, APIErrorFromJSON, generate_default_error_message
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from config import Settings
 from errors import (
-    Conflict,
-    Forbidden,
-    IdempotencyConflict,
     InvalidToken,
     InvalidValue,
     ServiceError,
     StorageError,
     StorageUnavailable,
-    VersionMismatch,
 )
 from models import AppendResult, MemoryDocument, MemoryField, StoredValue, User
+from repositories.storage_errors import error_for_sqlstate, validated
 from services.supabase_client import (
     SupabaseCredentials,
     anon_postgrest_client,
@@ -46,12 +43,8 @@ DOCUMENT_COLUMNS = (*(f.value for f in MemoryField), "version", "updated_at")
 
 _TOKEN_CODES = frozenset({"PGRST301", "PGRST302", "PGRST303"})  # JWT refused by PostgREST
 _UNAVAILABLE_CODES = frozenset({"PGRST000", "PGRST001", "PGRST002", "PGRST003"})
-# Retry later: connection, transaction rollback (serialization, deadlock), resources,
-# operator intervention (shutdown, cancel), system errors.
-_UNAVAILABLE_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")
 
 Request = RequestConfig[httpx.AsyncClient]
-_M = TypeVar("_M", bound=BaseModel)
 
 
 def api_error_from(response: httpx.Response) -> APIError:
@@ -64,49 +57,25 @@ def api_error_from(response: httpx.Response) -> APIError:
 
 
 def storage_error_for(status: int, error: APIError) -> ServiceError:
-    """Map a PostgREST error (HTTP status + body) to a domain error. Messages of errors our SQL
-    raises (22023, PT409) are safe to show; anything else is described without SQL."""
+    """Map a PostgREST error (HTTP status + body) to a domain error: PostgREST's own codes and
+    statuses first, then the database's SQLSTATE as the Postgres repository reads it."""
     code = error.code or ""
-    message = error.message or ""
-    if code == "PT412":
-        return VersionMismatch()
-    if code == "PT409":
-        return IdempotencyConflict(message or None)
-    if code == "22023":
-        return InvalidValue(message or None)
-    if code.startswith("22") or code == "23514":
-        return InvalidValue("the value can not be stored (invalid JSON content)")
     if code in _TOKEN_CODES or (code == "42501" and status == 401):
         return InvalidToken()  # PostgREST refused the token, or saw no user (anon)
-    if code == "42501":
-        return Forbidden()
-    if code in ("23505", "23503"):
-        return Conflict("the memory row conflicts with existing data")
-    if (
-        status >= 500
-        or status == 429
-        or code in _UNAVAILABLE_CODES
-        or code.startswith(_UNAVAILABLE_SQLSTATE_CLASSES)
-    ):
+    mapped = error_for_sqlstate(code, error.message or "")
+    if mapped is not None:
+        return mapped
+    if status >= 500 or status == 429 or code in _UNAVAILABLE_CODES:
         logger.warning("Supabase unavailable: HTTP %s, code %s", status, code or "-")
         return StorageUnavailable()
     logger.error(
         "Supabase refused the request: HTTP %s, code %s: %s (hint: %s)",
         status,
         code or "-",
-        message,
+        error.message,
         error.hint,
     )
     return StorageError()
-
-
-def _model(model: type[_M], data: Any) -> _M:
-    """`data` as `model`; a body of another shape is storage misbehaving, not an empty value."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        logger.error("unexpected Supabase response for %s", model.__name__)
-        raise StorageError() from exc
 
 
 class SupabaseMemoryRepository:
@@ -170,7 +139,7 @@ class SupabaseMemoryRepository:
 
     async def read_document(self, user: User) -> MemoryDocument:
         row = await self._select_row(user, DOCUMENT_COLUMNS)
-        return MemoryDocument() if row is None else _model(MemoryDocument, row)
+        return MemoryDocument() if row is None else validated(MemoryDocument, row)
 
     async def read_field(self, user: User, field: MemoryField) -> tuple[Any, int]:
         row = await self._select_row(user, (field.value, "version"))
@@ -186,7 +155,7 @@ class SupabaseMemoryRepository:
         self, user: User, field: MemoryField, value: Any, *, expected_version: int | None
     ) -> StoredValue:
         args = {"p_field": field.value, "p_value": value, "p_expected_version": expected_version}
-        return _model(StoredValue, await self._rpc(user, "memory_set_field", args))
+        return validated(StoredValue, await self._rpc(user, "memory_set_field", args))
 
     async def merge_field(
         self,
@@ -197,7 +166,7 @@ class SupabaseMemoryRepository:
         expected_version: int | None,
     ) -> StoredValue:
         args = {"p_field": field.value, "p_patch": patch, "p_expected_version": expected_version}
-        return _model(StoredValue, await self._rpc(user, "memory_merge_field", args))
+        return validated(StoredValue, await self._rpc(user, "memory_merge_field", args))
 
     async def append_items(
         self,
@@ -213,7 +182,7 @@ class SupabaseMemoryRepository:
         args: dict[str, Any] = {"p_field": field.value, "p_items": items, "p_cap": cap}
         if idempotency_key is not None:
             args["p_idempotency_key"] = idempotency_key
-        return _model(AppendResult, await self._rpc(user, "memory_append_items", args))
+        return validated(AppendResult, await self._rpc(user, "memory_append_items", args))
 
     async def remove_item(self, user: User, field: MemoryField, item_id: str) -> bool:
         args = {"p_field": field.value, "p_item_id": item_id}

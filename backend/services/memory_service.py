@@ -11,7 +11,14 @@ import re
 from typing import Any
 
 from config import Settings
-from errors import InvalidValue, ItemNotFound, PayloadTooLarge, UnknownField, WrongFieldKind
+from errors import (
+    InvalidValue,
+    ItemNotFound,
+    PayloadTooLarge,
+    StorageError,
+    UnknownField,
+    WrongFieldKind,
+)
 from models import AppendResult, FieldKind, MemoryDocument, MemoryField, StoredValue, User
 from repositories.base import MemoryRepository
 
@@ -93,10 +100,15 @@ class MemoryService:
         """A field's value and the row version. For list fields, `before` keeps the items older
         than that item id (404 when it is not there) and `limit` the newest N of those."""
         value, version = await self._repository.read_field(user, field)
+        if field.kind is FieldKind.LIST and not all(isinstance(item, dict) for item in value):
+            raise StorageError(f"{field.value} holds items that are not objects")
         if field.kind is FieldKind.LIST and (before is not None or limit is not None):
             items: list[Any] = value
             if before is not None:
-                index = next((i for i, item in enumerate(items) if item.get("id") == before), None)
+                index = next(
+                    (i for i, item in enumerate(items) if item.get("id") == before),
+                    None,
+                )
                 if index is None:
                     raise ItemNotFound(f"no item {before!r} in {field.value}")
                 items = items[:index]

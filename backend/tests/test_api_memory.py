@@ -6,8 +6,10 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
+import asyncpg
 import httpx
 
+from services.embedded_postgres import EmbeddedPostgres
 from tests.tokens import bearer, user_token
 
 OBJECT_FIELDS = ["identity", "current_state", "long_term_summary"]
@@ -494,3 +496,27 @@ class TestHealth:
             field_path["post"]["responses"]
         )
         assert "412" in field_path["put"]["responses"]
+
+
+class TestStoredDataOfAnotherShape:
+    async def test_items_written_around_the_api_are_502_not_500(
+        self, client: httpx.AsyncClient, embedded_server: EmbeddedPostgres
+    ) -> None:
+        """A user may write their own row straight through PostgREST (RLS allows it); list
+        items that are not objects then read as a storage problem, never a 500 or as empty."""
+        user_id = uuid.uuid4()
+        auth = bearer(user_token(user_id))
+        assert (
+            await client.post("/api/memory/rewards", json={"n": 1}, headers=auth)
+        ).status_code == 201
+        conn = await asyncpg.connect(embedded_server.dsn)
+        try:
+            await conn.execute(
+                "update public.memories set rewards = '[1, \"two\"]' where user_id = $1", user_id
+            )
+        finally:
+            await conn.close()
+        for path in ("/api/memory", "/api/memory/rewards", "/api/memory/rewards?limit=1"):
+            response = await client.get(path, headers=auth)
+            assert response.status_code == 502, path
+            assert "detail" in response.json()
