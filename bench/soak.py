@@ -45,6 +45,7 @@ class Stats:
     foreign_seen: int = 0
     first_ok_after_restart: float | None = None
     errors_during_outage: int = 0
+    unavailable_window: list[float] = field(default_factory=list)  # first and last 503 (s)
 
 
 @dataclass(slots=True)
@@ -90,6 +91,10 @@ class Client:
             self.stats.first_ok_after_restart = time.monotonic() - restarted_at
         if response.status_code >= 500 and self.timeline.down:
             self.stats.errors_during_outage += 1
+        if response.status_code == 503:
+            seen = time.monotonic() - self.timeline.started
+            window = self.stats.unavailable_window
+            self.stats.unavailable_window = [min([seen, *window[:1]]), max([seen, *window[1:]])]
         return response
 
     async def append(self, loop: int, seq: int) -> None:
@@ -216,7 +221,7 @@ async def soak(
     return stats, await verify(base_url, dsn, stats), timeline
 
 
-def report(stats: Stats, checks: dict[str, int]) -> bool:
+def report(stats: Stats, checks: dict[str, int], timeline: Timeline) -> bool:
     """Print the figures; True when the run passed."""
     by_code = Counter[int]()
     for (_, code), count in stats.statuses.items():
@@ -235,6 +240,13 @@ def report(stats: Stats, checks: dict[str, int]) -> bool:
     print(f"foreign items:         {checks['foreign'] + stats.foreign_seen}")
     print(f"5xx by code:           {server_errors or 0}")
     print(f"5xx during the outage: {stats.errors_during_outage}")
+    if timeline.outage_start is not None and timeline.outage_end is not None:
+        down_from = timeline.outage_start - timeline.started
+        down_to = timeline.outage_end - timeline.started
+        print(f"database down:         {down_from:.1f} s to {down_to:.1f} s into the load")
+    if stats.unavailable_window:
+        first, last = stats.unavailable_window
+        print(f"503s seen:             {first:.1f} s to {last:.1f} s into the load")
     recovered = stats.first_ok_after_restart
     print(
         "recovery:              "
@@ -274,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             log_path = RESULTS_DIR / f"soak-{time.strftime('%Y%m%dT%H%M%S')}-app.log"
             with AppServer(data_dir, workers=2, env=env, log_path=log_path) as server:
                 _say(f"app on {server.base_url} (2 workers); load for {args.seconds:.0f} s")
-                stats, checks, _ = asyncio.run(
+                stats, checks, timeline = asyncio.run(
                     soak(
                         server.base_url,
                         postgres.dsn,
@@ -284,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                         args.down,
                     )
                 )
-    passed = report(stats, checks)
+    passed = report(stats, checks, timeline)
     print(f"app log:               {log_path}")
     return 0 if passed else 1
 
