@@ -18,8 +18,10 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from bench import verify_tokens
@@ -43,6 +45,7 @@ APPEND_USERS = 256  # reset to 10 episodes before each append run
 TEN_USERS = 1600  # 10 episodes each; one append per user: the list stays at 10-11
 CAP_USERS = 64  # at the cap: every append trims the oldest
 SINGLE_APPENDS = 300  # appends measured one at a time (1 connection), for each list size
+SPREAD_ATTEMPTS = 4  # runs whose connections landed unevenly on the workers are repeated
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +108,7 @@ class Bench:
         self.seconds = seconds
         self.tokens = {uid: bench_token(uid) for uid in users.all()}
         self.episode_body = json.dumps(episode(7)).encode()
+        self.uneven: list[str] = []  # runs whose connections stayed unevenly spread
 
     def tokens_of(self, users: list[uuid.UUID]) -> list[str]:
         return [self.tokens[uid] for uid in users]
@@ -120,7 +124,14 @@ class Bench:
     ) -> LoadResult:
         tokens = self.tokens_of(users)
         run_wrk(server.base_url, method, path, tokens, seconds=1, body=body)  # settle
-        return run_wrk(server.base_url, method, path, tokens, seconds=self.seconds, body=body)
+        result, spread = evenly_spread(
+            server,
+            lambda: run_wrk(server.base_url, method, path, tokens, seconds=self.seconds, body=body),
+            settle=min(1.0, self.seconds / 2),
+        )
+        if spread is not None and not _balanced(spread, server.workers):
+            self.uneven.append(f"{method} {path} with {server.workers} workers: {spread}")
+        return result
 
     def reset_append_users(self) -> None:
         asyncio.run(seed_memories(self.dsn, self.users.append, episodes=10))
@@ -195,6 +206,38 @@ class Bench:
         return rows
 
 
+def evenly_spread(
+    server: AppServer, measure: Callable[[], LoadResult], *, settle: float
+) -> tuple[LoadResult, list[int] | None]:
+    """Run `measure` (a load run); with several workers, look after `settle` seconds at how
+    its connections landed on them, and measure again (a few times at most) when unevenly."""
+    result, spread = _measure_watching_spread(server, measure, settle)
+    for _ in range(SPREAD_ATTEMPTS - 1):
+        if server.workers == 1 or spread is None or _balanced(spread, server.workers):
+            break
+        _say(f"connections per worker {spread}: uneven, measuring again")
+        result, spread = _measure_watching_spread(server, measure, settle)
+    return result, spread
+
+
+def _measure_watching_spread(
+    server: AppServer, measure: Callable[[], LoadResult], settle: float
+) -> tuple[LoadResult, list[int] | None]:
+    if server.workers == 1:
+        return measure(), None
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(measure)
+        time.sleep(settle)
+        spread = server.connections_per_worker()
+        return future.result(), spread
+
+
+def _balanced(spread: list[int], workers: int) -> bool:
+    """Every worker holds a quarter of its fair share of the connections or more. (Measured
+    with 2 workers: 4/28 serves as much as 16/16, all 32 on one worker about half as much.)"""
+    return len(spread) == workers and min(spread) >= CONNECTIONS / workers / 4
+
+
 def _mean(a: LoadResult, b: LoadResult) -> LoadResult:
     return LoadResult(
         requests=a.requests + b.requests,
@@ -252,6 +295,8 @@ def run(seconds: float, workers: list[int]) -> Report:
     tokens = asyncio.run(verify_tokens.measure(iterations=2_000, batches=3))
     report.micro = [*client_setup(), *(MicroResult(t.name, t.microseconds) for t in tokens)]
     report.load_after = os.getloadavg()
+    if bench is not None:
+        report.notes += [f"connections unevenly spread over workers: {u}" for u in bench.uneven]
     errors = sum(r.result.errors for r in [*report.rows, *report.append_by_size])
     if errors:
         report.notes.append(f"{errors} requests failed (socket errors or status >= 400)")
@@ -279,13 +324,31 @@ def compare_generators(seconds: float) -> None:
                 for name, generator in generators:
                     for path in (NOOP_PATH, "/api/memory"):
                         generator(server.base_url, "GET", path, tokens, seconds=1)
-                        before = _generator_cpu()
-                        r = generator(server.base_url, "GET", path, tokens, seconds=seconds)
-                        cpu = (_generator_cpu() - before) / r.seconds
+                        cpu_used: list[float] = []
+                        measure = partial(
+                            _with_cpu, generator, server.base_url, path, tokens, seconds, cpu_used
+                        )
+                        r, _ = evenly_spread(server, measure, settle=1.0)
+                        cpu = cpu_used[-1]
                         print(
                             f"| {name} | {workers} | GET {path} | {r.rps:.0f} | {r.p50_ms:.1f}"
                             f" | {r.p99_ms:.1f} | {100 * cpu:.0f}% of a core |"
                         )
+
+
+def _with_cpu(
+    generator: Callable[..., LoadResult],
+    base_url: str,
+    path: str,
+    tokens: list[str],
+    seconds: float,
+    cpu_used: list[float],
+) -> LoadResult:
+    """One run of `generator`; appends the share of a core it used to `cpu_used`."""
+    before = _generator_cpu()
+    result = generator(base_url, "GET", path, tokens, seconds=seconds)
+    cpu_used.append((_generator_cpu() - before) / result.seconds)
+    return result
 
 
 def _generator_cpu() -> float:

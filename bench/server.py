@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +20,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -105,6 +108,23 @@ class AppServer:
         pids = [int(p) for p in children.read_text().split()] if children.exists() else []
         # uvicorn's supervisor also has a multiprocessing resource tracker child
         return [p for p in pids if b"multiprocessing" not in _cmdline(p)]
+
+    def connections_per_worker(self) -> list[int] | None:
+        """Established client connections held by each worker process (None without `ss`).
+
+        uvicorn's workers share one listening socket and the kernel hands each new connection
+        to whichever worker accepts first: a load generator's 32 connections may all land on
+        one of 2 workers. The bench checks this and measures again when they do."""
+        if shutil.which("ss") is None:
+            return None
+        listing = subprocess.run(
+            ["ss", "-tnpH", "state", "established", f"( sport = :{self.port} )"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        counts = Counter(re.findall(r"pid=(\d+)", listing))
+        return sorted(counts.values())
 
     def command(self) -> list[str]:
         return [
