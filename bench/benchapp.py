@@ -1,30 +1,48 @@
-"""The production app plus one bench-only route, for `make bench`.
+"""The production app plus two bench-only routes, for `make bench`.
 
 The issue asks for read and append throughput *as a ratio to a no-op authenticated endpoint of
 the same app*. Rather than shipping such a route (even behind a setting), the bench serves
 `create_app()` unchanged and adds `GET /api/_bench/noop` in this factory only: same middleware,
 same auth dependency, same uvicorn process, and nothing extra in production.
+
+`GET /api/_bench/round-trips` shows the floor under every memory operation: the Postgres
+repository's three round trips (BEGIN with the impersonation, a trivial statement, COMMIT) and
+nothing else.
 """
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException, Request
 
 from config import Settings
 from deps import CurrentUserDep
 from main import create_app
+from repositories.postgres import PostgresMemoryRepository
 
 NOOP_PATH = "/api/_bench/noop"
+ROUND_TRIPS_PATH = "/api/_bench/round-trips"
 
 
 def create_bench_app() -> FastAPI:
     """`create_app()` with settings from the environment only (a developer's `.env` must not
-    change what the bench measures), plus the no-op authenticated route."""
+    change what the bench measures), plus the bench-only routes."""
     app = create_app(Settings(_env_file=None))
 
     @app.get(NOOP_PATH, include_in_schema=False)
     async def bench_noop(user: CurrentUserDep) -> dict[str, bool]:
         """Verifies the bearer token (as every memory route does) and nothing else."""
+        return {"ok": True}
+
+    @app.get(ROUND_TRIPS_PATH, include_in_schema=False)
+    async def bench_round_trips(user: CurrentUserDep, request: Request) -> dict[str, bool]:
+        """The repository's three round trips as this user, with a trivial statement."""
+        repository = request.app.state.services.repository
+        if not isinstance(repository, PostgresMemoryRepository):
+            raise HTTPException(404, "only with the postgres/embedded backend")
+        async with repository._turns, repository._pool.acquire() as conn:  # bench: look inside
+            await conn.execute(repository._begin_for(user))
+            await conn.fetchval("select 1")
+            await conn.execute("COMMIT")
         return {"ok": True}
 
     return app

@@ -25,7 +25,7 @@ from functools import partial
 from pathlib import Path
 
 from bench import verify_tokens
-from bench.benchapp import NOOP_PATH
+from bench.benchapp import NOOP_PATH, ROUND_TRIPS_PATH
 from bench.loadgen import LoadResult, run_python, run_wrk
 from bench.micro import MicroResult, client_setup
 from bench.server import (
@@ -45,7 +45,7 @@ APPEND_USERS = 256  # reset to 10 episodes before each append run
 TEN_USERS = 1600  # 10 episodes each; one append per user: the list stays at 10-11
 CAP_USERS = 64  # at the cap: every append trims the oldest
 SINGLE_APPENDS = 300  # appends measured one at a time (1 connection), for each list size
-SPREAD_ATTEMPTS = 4  # runs whose connections landed unevenly on the workers are repeated
+SPREAD_ATTEMPTS = 3  # runs whose connections landed unevenly on the workers are repeated
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +144,12 @@ class Bench:
         rows = [
             # the app's own auth-only route (it also serializes the verified claims)
             Row("GET /api/me", workers, self.throughput(server, "GET", "/api/me", read, None)),
+            # the floor under every memory operation: its 3 round trips, nothing else
+            Row(
+                "3 round trips only (BEGIN+impersonation, select 1, COMMIT)",
+                workers,
+                self.throughput(server, "GET", ROUND_TRIPS_PATH, read, None),
+            ),
             Row(
                 "GET /api/memory",
                 workers,
@@ -233,9 +239,9 @@ def _measure_watching_spread(
 
 
 def _balanced(spread: list[int], workers: int) -> bool:
-    """Every worker holds a quarter of its fair share of the connections or more. (Measured
-    with 2 workers: 4/28 serves as much as 16/16, all 32 on one worker about half as much.)"""
-    return len(spread) == workers and min(spread) >= CONNECTIONS / workers / 4
+    """Every worker holds 2 connections or more (of 32). Measured with 2 workers on the no-op
+    route: 16/16 and 4/28 serve the same, 1/31 7% less, 0/32 about half."""
+    return len(spread) == workers and min(spread) >= CONNECTIONS / workers / 8
 
 
 def _mean(a: LoadResult, b: LoadResult) -> LoadResult:
