@@ -7,6 +7,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,22 @@ def _system_postgres_answers() -> bool:
 def make_settings(**overrides: Any) -> Settings:
     """Settings that ignore any .env file."""
     return Settings(_env_file=None, **overrides)
+
+
+@asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """`create_app(settings)` with its lifespan entered: shared clients and storage open."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@asynccontextmanager
+async def asgi_client(app: FastAPI, **transport_options: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client that calls `app` in-process (no sockets)."""
+    transport = httpx.ASGITransport(app=app, **transport_options)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
 
 
 @pytest.fixture(scope="session")
@@ -128,15 +145,13 @@ async def embedded_app(embedded_server: EmbeddedPostgres) -> AsyncIterator[FastA
         max_item_bytes=4096,
         max_body_bytes=64 * 1024,
     )
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
+    async with running_app(settings) as app:
         yield app
 
 
 @pytest.fixture
 async def client(embedded_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=embedded_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+    async with asgi_client(embedded_app) as http:
         yield http
 
 
@@ -179,13 +194,11 @@ async def chat_app(embedded_server: EmbeddedPostgres) -> AsyncIterator[FastAPI]:
         episodic_soft_cap=6,
         episodic_keep_after_compaction=2,
     )
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
+    async with running_app(settings) as app:
         yield app
 
 
 @pytest.fixture
 async def chat_client(chat_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=chat_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+    async with asgi_client(chat_app) as http:
         yield http

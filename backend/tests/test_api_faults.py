@@ -14,9 +14,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from main import create_app
 from services.container import Services
-from tests.conftest import make_settings
+from tests.conftest import asgi_client, make_settings, running_app
 from tests.tokens import TEST_JWT_SECRET, bearer, user_token
 
 
@@ -28,15 +27,13 @@ async def fault_app(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[F
         supabase_jwt_secret=TEST_JWT_SECRET,
         storage_timeout_seconds=1.0,
     )
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
+    async with running_app(settings) as app:
         yield app
 
 
 @pytest.fixture
 async def fault_client(fault_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=fault_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+    async with asgi_client(fault_app) as http:
         yield http
 
 

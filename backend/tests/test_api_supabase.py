@@ -15,8 +15,7 @@ import pytest
 import respx
 from fastapi import FastAPI
 
-from main import create_app
-from tests.conftest import make_settings
+from tests.conftest import asgi_client, make_settings, running_app
 from tests.tokens import TEST_JWT_SECRET, bearer, user_token
 
 SUPABASE_URL = "https://abcdefghijklmnop.supabase.co"
@@ -34,8 +33,7 @@ async def supabase_app(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
         data_dir=Path(tmp_path_factory.mktemp("supabase")),
         storage_timeout_seconds=2.0,
     )
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
+    async with running_app(settings) as app:
         yield app
 
 
@@ -47,8 +45,7 @@ def postgrest() -> Iterator[respx.MockRouter]:
 
 @pytest.fixture
 async def api(supabase_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=supabase_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+    async with asgi_client(supabase_app) as http:
         yield http
 
 

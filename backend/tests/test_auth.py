@@ -17,13 +17,12 @@ import pytest
 import respx
 from fastapi import FastAPI
 
-from main import create_app
 from services.auth_service import MAX_TOKEN_CHARS, TokenVerifier
 from services.container import Services
 from services.embedded_postgres import EmbeddedPostgres
 from services.jwks import JwksCache
 from services.verified_tokens import VerifiedTokenCache
-from tests.conftest import make_settings
+from tests.conftest import asgi_client, make_settings, running_app
 from tests.tokens import (
     ES256_KEY,
     JWKS_HEADERS,
@@ -112,8 +111,7 @@ class JwksServer:
 
 
 async def _serve(settings_overrides: dict[str, Any], data_dir: Any) -> AsyncIterator[FastAPI]:
-    app = create_app(make_settings(data_dir=data_dir, **settings_overrides))
-    async with app.router.lifespan_context(app):
+    async with running_app(make_settings(data_dir=data_dir, **settings_overrides)) as app:
         yield app
 
 
@@ -155,8 +153,7 @@ def jwks(app: FastAPI) -> Iterator[JwksServer]:
 
 
 async def _client_for(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+    async with asgi_client(app) as client:
         yield client
 
 

@@ -22,7 +22,7 @@ from main import create_app
 from services import dev_tokens
 from services.auth_service import AuthConfigError
 from services.embedded_postgres import EmbeddedPostgres
-from tests.conftest import make_settings
+from tests.conftest import asgi_client, make_settings
 from tests.tokens import TEST_JWT_SECRET, bearer, hs256_token, supabase_claims
 
 SUPABASE_CLAIMS = {
@@ -45,11 +45,7 @@ SUPABASE_CLAIMS = {
 
 async def _get_me(app: FastAPI, token: str) -> httpx.Response:
     """One request through the app with its lifespan run."""
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
-    ):
+    async with app.router.lifespan_context(app), asgi_client(app) as client:
         return await client.get("/api/me", headers=bearer(token))
 
 
@@ -209,11 +205,7 @@ class TestAuthUsers:
         )
         user_id = uuid.uuid4()
         token = hs256_token(supabase_claims(user_id, is_anonymous=True, email=""))
-        transport = httpx.ASGITransport(app=app)
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
-        ):
+        async with app.router.lifespan_context(app), asgi_client(app) as client:
             assert (await client.get("/api/me", headers=bearer(token))).status_code == 200
             row = await _auth_user(embedded_server.dsn, user_id)
             assert row == {"email": None, "is_anonymous": True}

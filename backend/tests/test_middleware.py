@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import httpx
 import pytest
 from fastapi import FastAPI
 
 from main import create_app
-from tests.conftest import make_settings
+from tests.conftest import asgi_client, make_settings
 
 
 @pytest.fixture
@@ -27,8 +26,7 @@ def app_with_a_bug(tmp_path: Path) -> FastAPI:
 async def test_unexpected_error_is_json_500_without_details(
     app_with_a_bug: FastAPI, caplog: pytest.LogCaptureFixture
 ) -> None:
-    transport = httpx.ASGITransport(app=app_with_a_bug)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+    async with asgi_client(app_with_a_bug) as http:
         with caplog.at_level(logging.ERROR):
             response = await http.get("/boom", headers={"X-Request-ID": "req-1"})
     assert response.status_code == 500
