@@ -5,7 +5,7 @@ with a valid bearer token through the ASGI app on the embedded backend. Each rep
 5xx (503 only if the document lists it and the database really is down: it is not, here) and
 must match the document: a documented status, content type, headers and body schema.
 
-The number of examples is bounded (FUZZ_MAX_EXAMPLES, default 40 per operation) so the suite
+The number of examples is bounded (FUZZ_MAX_EXAMPLES, default 100 per operation) so the suite
 stays short; hypothesis' own deadline is off (no timed assertions).
 """
 
@@ -40,7 +40,7 @@ from services.embedded_postgres import EmbeddedPostgres
 from tests.conftest import make_settings
 from tests.tokens import bearer, user_token
 
-MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "40"))
+MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "100"))
 BASE_URL = "http://testserver"
 # Checks that judge the reply alone. Those that send requests of their own (ignored_auth,
 # use_after_free, ...) are left out: they would bypass the ASGI transport and go to the network.
