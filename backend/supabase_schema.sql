@@ -386,6 +386,28 @@ $$;
 -- would add a second overload, which PostgREST can not choose between (PGRST203): drop it.
 drop function if exists public.memory_append_items(text, jsonb, integer);
 
+-- The newest p_cap items of a list (all of it when it is not longer). plpgsql, not SQL: an
+-- inlined SQL function would evaluate its (list || new items) argument once per use.
+create or replace function public.memory_keep_newest(p_list jsonb, p_cap integer)
+returns jsonb
+language plpgsql
+immutable
+security invoker
+set search_path = ''
+as $$
+declare
+  v_length integer := jsonb_array_length(p_list);
+begin
+  if v_length <= p_cap then
+    return p_list;
+  elsif v_length = p_cap + 1 then
+    return p_list - 0;
+  end if;
+  return jsonb_path_query_array(
+    p_list, '$[$from to last]', jsonb_build_object('from', v_length - p_cap));
+end
+$$;
+
 create or replace function public.memory_append_items(
   p_field text,
   p_items jsonb,
@@ -412,7 +434,6 @@ declare
   v_item jsonb;
   v_probe jsonb;
   v_stored jsonb;
-  v_length integer;
   v_version bigint;
   v_updated_at timestamptz;
 begin
@@ -434,6 +455,20 @@ begin
       from jsonb_array_elements(p_items) with ordinality as t(e, o);
     v_sentinel := jsonb_build_array(jsonb_build_object(
       'id', md5(v_key_prefix || jsonb_array_length(p_items))::uuid));
+  end if;
+
+  -- Fast path: no key and no client ids, so every id is new (gen_random_uuid) and nothing
+  -- needs checking against the stored list: one upsert appends and trims under the row lock.
+  if not v_keyed and not jsonb_path_exists(p_items, '$[*] ? (exists (@.id) && @.id != null)') then
+    select jsonb_agg(public.memory_normalize_item(e) order by o) into v_new
+      from jsonb_array_elements(p_items) with ordinality as t(e, o);
+    execute format(
+      'insert into public.memories as m (user_id, %1$I)
+       values ($1, public.memory_keep_newest($2, $3))
+       on conflict (user_id) do update set %1$I = public.memory_keep_newest(m.%1$I || $2, $3)
+       returning m.version, m.updated_at', p_field)
+      into v_version, v_updated_at using v_uid, v_new, v_cap;
+    return jsonb_build_object('items', v_new, 'version', v_version, 'updated_at', v_updated_at);
   end if;
 
   -- Lock this user's row (creating it first if needed): concurrent appends queue here.
@@ -489,12 +524,7 @@ begin
     v_version := v_row.version;
     v_updated_at := v_row.updated_at;
   else
-    v_list := v_list || v_new;
-    v_length := jsonb_array_length(v_list);
-    if v_length > v_cap then
-      v_list := jsonb_path_query_array(
-        v_list, '$[$from to last]', jsonb_build_object('from', v_length - v_cap));
-    end if;
+    v_list := public.memory_keep_newest(v_list || v_new, v_cap);
     execute format(
       'update public.memories as m set %1$I = $2 where m.user_id = $1
        returning m.version, m.updated_at', p_field)
@@ -610,6 +640,7 @@ revoke all on function public.memory_field_kind(text) from public, anon;
 revoke all on function public.memory_require_user() from public, anon;
 revoke all on function public.memory_require_field(text, text) from public, anon;
 revoke all on function public.memory_normalize_item(jsonb) from public, anon;
+revoke all on function public.memory_keep_newest(jsonb, integer) from public, anon;
 revoke all on function public.memory_set_field(text, jsonb, bigint) from public, anon;
 revoke all on function public.memory_merge_field(text, jsonb, bigint) from public, anon;
 revoke all on function public.memory_append_items(text, jsonb, integer, text) from public, anon;
@@ -621,6 +652,7 @@ grant execute on function public.memory_field_kind(text) to authenticated;
 grant execute on function public.memory_require_user() to authenticated;
 grant execute on function public.memory_require_field(text, text) to authenticated;
 grant execute on function public.memory_normalize_item(jsonb) to authenticated;
+grant execute on function public.memory_keep_newest(jsonb, integer) to authenticated;
 grant execute on function public.memory_set_field(text, jsonb, bigint) to authenticated;
 grant execute on function public.memory_merge_field(text, jsonb, bigint) to authenticated;
 grant execute on function public.memory_append_items(text, jsonb, integer, text) to authenticated;

@@ -22,6 +22,30 @@ async def _users(pool: asyncpg.Pool, count: int) -> list[uuid.UUID]:
     return [await create_auth_user(pool) for _ in range(count)]
 
 
+async def test_parallel_appends_with_server_ids_lose_none(admin_pool: asyncpg.Pool) -> None:
+    """Items without ids take the function's one-upsert path (no id can collide): racing
+    first appends create each row once and no append is lost."""
+    users = await _users(admin_pool, USERS)
+    jobs = [(user, f"{user}-{n}") for n in range(APPENDS_PER_USER) for user in users]
+    results = await asyncio.gather(
+        *(call_as(admin_pool, user, APPEND, [{"text": text}], 1000) for user, text in jobs)
+    )
+    assert len(results) == USERS * APPENDS_PER_USER >= 500
+    returned: dict[uuid.UUID, list[str]] = {user: [] for user in users}
+    for (user, text), result in zip(jobs, results, strict=True):
+        [item] = result["items"]
+        assert item["text"] == text and item["id"] and item["created_at"]
+        returned[user].append(item["id"])
+    for user in users:
+        row = await memory_row(admin_pool, user)
+        assert row is not None
+        stored = row["episodic_memory"]
+        assert sorted(item["text"] for item in stored) == sorted(
+            f"{user}-{n}" for n in range(APPENDS_PER_USER)
+        )
+        assert sorted(item["id"] for item in stored) == sorted(returned[user])
+
+
 async def test_parallel_appends_lose_none(admin_pool: asyncpg.Pool) -> None:
     users = await _users(admin_pool, USERS)  # no rows yet: the first appends race to create them
     jobs = [(user, f"{user}-{n}") for n in range(APPENDS_PER_USER) for user in users]
