@@ -34,3 +34,31 @@ async def test_unexpected_error_is_json_500_without_details(
     assert response.headers["x-request-id"] == "req-1"
     assert "hunter2" not in response.text
     assert any("unhandled error on GET /boom" in r.getMessage() for r in caplog.records)
+
+
+async def test_cors_allows_the_configured_origin_only(tmp_path: Path) -> None:
+    app = create_app(
+        make_settings(
+            memory_backend="embedded",
+            data_dir=tmp_path,
+            cors_origins="https://app.example, https://admin.example",
+        )
+    )
+    preflight = {
+        "Access-Control-Request-Method": "PUT",
+        "Access-Control-Request-Headers": "authorization, if-match, content-type",
+    }
+    async with asgi_client(app) as http:
+        allowed = await http.options(
+            "/api/memory/identity", headers={"Origin": "https://app.example", **preflight}
+        )
+        refused = await http.options(
+            "/api/memory/identity", headers={"Origin": "https://evil.example", **preflight}
+        )
+        simple = await http.get("/healthz", headers={"Origin": "https://admin.example"})
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+    assert "PUT" in allowed.headers["access-control-allow-methods"]
+    assert "access-control-allow-origin" not in refused.headers
+    assert simple.headers["access-control-allow-origin"] == "https://admin.example"
+    assert "ETag" in simple.headers["access-control-expose-headers"]
