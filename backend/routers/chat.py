@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, BackgroundTasks, Depends, Header
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
@@ -47,6 +47,18 @@ _SSE_EXAMPLE = (
 class ChatRequest(BaseModel):
     message: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
     stream: bool = Field(default=False, description="Answer as server-sent events")
+
+    @field_validator("message")
+    @classmethod
+    def _storable(cls, message: str) -> str:
+        """Refused up front (422), before any LLM call: text PostgreSQL's jsonb can not hold."""
+        if "\x00" in message:
+            raise ValueError("the message may not contain NUL characters")
+        try:
+            message.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("the message must be valid Unicode (no lone surrogates)") from None
+        return message
 
 
 class ChatReply(BaseModel):

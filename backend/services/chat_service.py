@@ -65,7 +65,9 @@ class ChatService:
     async def store(self, turn: Turn, reply: str, *, interrupted: bool) -> TurnResult:
         """Append both episodes in one call (ids fixed per turn: a retry appends nothing)."""
         result = await self._memory.append_items(
-            turn.user, EPISODES, turn.episodes(reply, interrupted=interrupted)
+            turn.user,
+            EPISODES,
+            turn.episodes(reply, interrupted=interrupted, max_bytes=self._settings.max_item_bytes),
         )
         return TurnResult(reply, result.items)
 

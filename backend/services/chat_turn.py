@@ -11,6 +11,7 @@ from typing import Any
 from errors import IdempotencyConflict
 from models import JsonObject, MemoryDocument, User
 from services.llm_service import ChatMessage
+from services.memory_service import encoded_size
 
 SYSTEM_PREAMBLE = (
     "You are the user's AI companion. Be the companion described under Identity, follow the "
@@ -135,16 +136,29 @@ class Turn:
         stored = _stored_turn(document, message, user_id, reply_id) if key is not None else None
         return cls(user, message, document, prompt, (user_id, reply_id), stored)
 
-    def episodes(self, reply: str, *, interrupted: bool = False) -> list[JsonObject]:
-        """The two episodes to append; a reply cut short is marked `interrupted`."""
+    def episodes(
+        self, reply: str, *, max_bytes: int, interrupted: bool = False
+    ) -> list[JsonObject]:
+        """The two episodes to append; a reply cut short is marked `interrupted`. The reply is
+        made storable (NUL and lone surrogates replaced) and, past `max_bytes` as JSON, cut and
+        marked `truncated`, so a paid-for reply is never refused at the last step."""
         reply_episode: JsonObject = {
             "id": self.episode_ids[1],
             "role": "assistant",
-            "content": reply,
+            "content": storable_text(reply),
         }
         if interrupted:
             reply_episode["interrupted"] = True
+        while encoded_size(reply_episode) > max_bytes and reply_episode["content"]:
+            content = reply_episode["content"]
+            reply_episode["content"] = content[: len(content) * 3 // 4]
+            reply_episode["truncated"] = True
         return [{"id": self.episode_ids[0], "role": "user", "content": self.message}, reply_episode]
+
+
+def storable_text(text: str) -> str:
+    """`text` with what jsonb can not store (NUL, lone surrogates) replaced."""
+    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
 
 
 def _stored_turn(

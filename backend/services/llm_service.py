@@ -69,6 +69,9 @@ def completion_text(body: Any) -> str:
     return content
 
 
+STREAM_DEADLINE_FACTOR = 10
+
+
 class CompletionStream:
     """An open streaming completion: `deltas()` yields text as it arrives; `aclose()` releases
     the connection (and so stops the generation upstream). Owned by one turn."""
@@ -92,12 +95,18 @@ class CompletionStream:
             yield completion_text(parsed)
             return
         finished = False
+        loop = asyncio.get_running_loop()
+        # Each line within the timeout, the whole stream within STREAM_DEADLINE_FACTOR of it
+        # (keep-alive comments alone can not hold a turn open forever).
+        deadline = loop.time() + self._idle_timeout * STREAM_DEADLINE_FACTOR
         lines = cast("AsyncGenerator[str, None]", self._response.aiter_lines())  # it is one
         async with aclosing(lines):
             while True:
                 with upstream_errors():
                     try:
-                        async with asyncio.timeout(self._idle_timeout):
+                        async with asyncio.timeout_at(
+                            min(loop.time() + self._idle_timeout, deadline)
+                        ):
                             line = await anext(lines)
                     except StopAsyncIteration:
                         break

@@ -427,6 +427,17 @@ class TestErrors:
         assert literal_backslash.status_code == 200
         assert literal_backslash.json() == {"x": "\\u0000 is how JSON writes NUL"}
 
+    async def test_invalid_bodies_that_can_not_be_echoed_are_422_not_500(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        """FastAPI's own 422 echoes the input, and NaN or a lone surrogate can not be encoded
+        back: the app's handler names where and what without the input."""
+        auth = {**new_user(), "Content-Type": "application/json"}
+        for raw in (b"NaN", b'"\\ud800"', b"[NaN]", b'[{"a": 1}, "\\ud800"]'):
+            response = await client.put("/api/memory/identity", content=raw, headers=auth)
+            assert response.status_code == 422, raw
+            assert all("input" not in error for error in response.json()["detail"])
+
     async def test_body_over_limit_is_413(self, client: httpx.AsyncClient) -> None:
         big = {"text": "x" * (70 * 1024)}  # the test app allows 64 KiB bodies
         response = await client.put("/api/memory/identity", json=big, headers=new_user())
