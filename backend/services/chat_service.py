@@ -12,10 +12,10 @@ import logging
 from datetime import UTC, datetime
 
 from config import Settings
-from errors import ServiceError
+from errors import IdempotencyConflict, ServiceError
 from models import JsonObject, MemoryField, User
 from services.chat_stream import StreamingTurn
-from services.chat_turn import Turn, TurnResult, summary_messages
+from services.chat_turn import Turn, TurnResult, stored_turn_of, summary_messages
 from services.llm_service import LLMService
 from services.memory_service import MemoryService
 
@@ -63,7 +63,18 @@ class ChatService:
         return StreamingTurn(await self._llm.open_stream(turn.prompt), save)
 
     async def store(self, turn: Turn, reply: str, *, interrupted: bool) -> TurnResult:
-        """Append both episodes in one call (ids fixed per turn: a retry appends nothing)."""
+        """Append both episodes in one call (ids fixed per turn: a retry appends nothing). A
+        retry racing its first try (same key, both past the read) finds the other's turn
+        stored: it answers that turn rather than a 409."""
+        try:
+            return await self._append_turn(turn, reply, interrupted=interrupted)
+        except IdempotencyConflict:
+            stored = stored_turn_of(turn, await self._memory.read_document(turn.user))
+            if stored is None:
+                raise
+            return stored
+
+    async def _append_turn(self, turn: Turn, reply: str, *, interrupted: bool) -> TurnResult:
         result = await self._memory.append_items(
             turn.user,
             EPISODES,

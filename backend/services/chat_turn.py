@@ -74,13 +74,22 @@ def history(episodes: list[JsonObject], count: int) -> list[ChatMessage]:
     return [ChatMessage(role=e["role"], content=e["content"]) for e in recent]
 
 
+SUMMARY_LINE_CHARS = 1000  # per episode in a summary prompt: the prompt stays within context
+
+
+def _clip(line: str) -> str:
+    return line if len(line) <= SUMMARY_LINE_CHARS else line[: SUMMARY_LINE_CHARS - 1] + "…"
+
+
 def summary_messages(previous: JsonObject, episodes: list[JsonObject]) -> list[ChatMessage]:
     """The prompt asking the LLM to fold `episodes` into the previous summary text."""
     summary = previous.get("summary")
     conversation = "\n".join(
-        f"{e['role']}: {e['content']}"
-        if is_episode(e)
-        else f"note: {_text({k: v for k, v in e.items() if k not in _ITEM_METADATA})}"
+        _clip(
+            f"{e['role']}: {e['content']}"
+            if is_episode(e)
+            else f"note: {_text({k: v for k, v in e.items() if k not in _ITEM_METADATA})}"
+        )
         for e in episodes
     )
     request = (
@@ -159,6 +168,11 @@ class Turn:
 def storable_text(text: str) -> str:
     """`text` with what jsonb can not store (NUL, lone surrogates) replaced."""
     return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
+
+def stored_turn_of(turn: Turn, document: MemoryDocument) -> TurnResult | None:
+    """The turn as `document` holds it (stored by an earlier try with the same key), if so."""
+    return _stored_turn(document, turn.message, *turn.episode_ids)
 
 
 def _stored_turn(
