@@ -20,6 +20,7 @@ from config import Settings
 from main import create_app
 from services.database import apply_schema, create_pool
 from services.embedded_postgres import EmbeddedPostgres
+from tests.db_helpers import scratch_database
 from tests.tokens import TEST_JWT_SECRET
 
 SYSTEM_POSTGRES_DSN = os.environ.get(
@@ -83,34 +84,16 @@ def server_dsn(request: pytest.FixtureRequest) -> str:
     return server.dsn
 
 
-def _with_database(dsn: str, database: str) -> str:
-    """The same server, another database (works for host:port and socket-dir DSNs alike)."""
-    base, _, query = dsn.partition("?")
-    base = base.rsplit("/", 1)[0] + "/" + database
-    return f"{base}?{query}" if query else base
-
-
 @pytest.fixture(scope="session")
 async def database_dsn(server_dsn: str) -> AsyncIterator[str]:
     """A throwaway database with the local Supabase bootstrap and the schema applied."""
-    name = f"memtest_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(server_dsn)
-    try:
-        await admin.execute(f'create database "{name}"')
-    finally:
-        await admin.close()
-    dsn = _with_database(server_dsn, name)
-    conn = await asyncpg.connect(dsn)
-    try:
-        await apply_schema(conn, bootstrap=True)
-    finally:
-        await conn.close()
-    yield dsn
-    admin = await asyncpg.connect(server_dsn)
-    try:
-        await admin.execute(f'drop database if exists "{name}" with (force)')
-    finally:
-        await admin.close()
+    async with scratch_database(server_dsn) as dsn:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await apply_schema(conn, bootstrap=True)
+        finally:
+            await conn.close()
+        yield dsn
 
 
 @pytest.fixture(scope="session")
