@@ -14,7 +14,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 help:
 	@echo "make run    serve the API on HOST:PORT (default 127.0.0.1:8000; embedded Postgres unless configured)"
 	@echo "make test   run the test suite (real PostgreSQL, mocked Supabase/LLM HTTP)"
-	@echo "make lint   ruff + mypy"
+	@echo "make lint   ruff + mypy + the import graph check (no cycles, no upward imports)"
 	@echo "make token  print a dev access token for the embedded backend (USER_ID=<uuid> optional)"
 	@echo "make bench  print throughput/latency ratios (wrk on loopback; ~2 minutes)"
 	@echo "make soak   2 workers under load while PostgreSQL restarts; checks nothing is lost (~2 minutes)"
@@ -39,12 +39,13 @@ test: $(DEV_STAMP)
 	$(PY) -m pytest
 
 lint: $(DEV_STAMP)
-	$(PY) -m ruff check backend bench
-	$(PY) -m ruff format --check backend bench
-	$(PY) -m mypy backend bench
+	$(PY) -m ruff check backend bench tools
+	$(PY) -m ruff format --check backend bench tools
+	$(PY) -m mypy backend bench tools/check_imports.py
+	$(PY) tools/check_imports.py
 
 token: $(RUNTIME_STAMP)
-	@cd backend && $(PY) -m services.dev_tokens $(if $(USER_ID),--user-id $(USER_ID))
+	@cd backend && $(PY) -m services.auth.dev_tokens $(if $(USER_ID),--user-id $(USER_ID))
 
 # The bench's load generator: wrk (C, one epoll thread), so the server keeps both cores.
 wrk:

@@ -20,7 +20,7 @@ from config import Settings
 from errors import ServiceError
 from middleware import BodySizeLimitMiddleware, RequestIdMiddleware, configure_logging
 from routers import chat, health, me, memory
-from services.auth_service import resolve_auth_settings
+from services.auth.keys import resolve_auth_settings
 from services.container import open_services
 
 logger = logging.getLogger(__name__)

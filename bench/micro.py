@@ -52,7 +52,7 @@ def client_setup() -> tuple[MicroResult, MicroResult]:
     `supabase.create_client()` on every call (which also built a fresh pool each time)."""
     from supabase import create_client
 
-    from services.supabase_client import SupabaseCredentials, user_postgrest_client
+    from repositories.postgrest_clients import SupabaseCredentials, user_postgrest_client
 
     key = _anon_key()
     credentials = SupabaseCredentials(url=FAKE_PROJECT_URL, key=key)

@@ -257,7 +257,7 @@ async def seed_memories(
 @contextlib.contextmanager
 def embedded_postgres(data_dir: Path) -> Iterator[Any]:
     """The embedded PostgreSQL in `data_dir` (the app joins it; the last handle stops it)."""
-    from services.embedded_postgres import EmbeddedPostgres
+    from services.storage.embedded_postgres import EmbeddedPostgres
 
     server = EmbeddedPostgres(data_dir)
     server.start()

@@ -22,9 +22,9 @@ import jwt
 from pydantic import SecretStr
 
 from config import Settings
-from services.auth_service import TokenVerifier
-from services.jwks import JwksCache
-from services.verified_tokens import VerifiedTokenCache
+from services.auth.jwks import JwksCache
+from services.auth.verified_tokens import VerifiedTokenCache
+from services.auth.verifier import TokenVerifier
 from tests.tokens import ES256_KEY, RS256_KEY, jwks_document, supabase_claims
 
 SECRET = "bench-secret-with-at-least-thirty-two-characters"  # noqa: S105 (a bench key)

@@ -29,12 +29,12 @@ from errors import (
     StorageUnavailable,
 )
 from models import AppendResult, MemoryDocument, MemoryField, StoredValue, User
-from repositories.storage_errors import error_for_sqlstate, validated
-from services.supabase_client import (
+from repositories.postgrest_clients import (
     SupabaseCredentials,
     anon_postgrest_client,
     user_postgrest_client,
 )
+from repositories.storage_errors import error_for_sqlstate, validated
 
 logger = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from starlette.types import Receive, Scope, Send
 from deps import CurrentUserDep, ServicesDep
 from errors import LLMNotConfigured
 from models import ErrorOut, JsonObject
-from services.chat_service import ChatService
-from services.chat_stream import ChatEvent, StreamingTurn
-from services.llm_service import LLMService
+from services.chat.llm import LLMService
+from services.chat.service import ChatService
+from services.chat.stream import ChatEvent, StreamingTurn
 
 router = APIRouter(prefix="/api", tags=["chat"])
 

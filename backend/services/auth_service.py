@@ -1,169 +1,20 @@
-"""Verifying Supabase Auth access tokens: `get_current_user`, the dependency every route uses.
+"""`get_current_user`: the dependency every route uses (the seed's name and place).
 
-The token's `alg` picks the key source and the key fixes the algorithm: HS256 only with
-SUPABASE_JWT_SECRET (legacy projects; the embedded dev secret), ES256/RS256 only with a key of
-the project's JWKS. So `none` never verifies, a public key is never used as an HMAC secret and
-the secret never verifies an asymmetric token. Then the claims: `exp`/`nbf` with leeway, `aud`
-holds "authenticated", `iss` when configured, `role` "authenticated", `sub` a UUID, anonymous
-sign-ins unless refused. `user_metadata` is never looked at (users can edit it). Every failure
-is an `InvalidToken` (401); verification is CPU-only apart from a JWKS (re)fetch, so it runs
-inline in an async dependency.
+It verifies the bearer token with the process's `TokenVerifier` (`services/auth/verifier.py`,
+where the rules are) and, on the embedded backend, records the user in `auth.users`.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-import logging
-import uuid
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
-import jwt
 from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import SecretStr
 
-from config import Backend, Settings
 from errors import InvalidToken
 from models import User
-from services.jwks import ASYMMETRIC_ALGORITHMS, JwksCache
-from services.verified_tokens import VerifiedTokenCache
-
-if TYPE_CHECKING:
-    from services.container import Services
-
-logger = logging.getLogger(__name__)
-
-AUDIENCE = "authenticated"
-USER_ROLE = "authenticated"
-HMAC_ALGORITHM = "HS256"
-# Supabase tokens are 1-2 KB (4-8 with big metadata): a longer one is refused before any work.
-MAX_TOKEN_CHARS = 16 * 1024
-MAX_HEADER_CHARS = 1024
-_REQUIRED_CLAIMS = ["exp", "sub", "aud", "role"]
-
-
-class AuthConfigError(RuntimeError):
-    """No way to verify tokens: a start-up error, never a per-request 500."""
-
-
-def resolve_auth_settings(settings: Settings) -> Settings:
-    """`settings` with the key material the app verifies tokens with, checked once at start-up.
-
-    The embedded backend without SUPABASE_JWT_SECRET gets its generated dev secret (kept in
-    DATA_DIR). Any other backend without a secret or a JWKS source is refused, saying what to
-    set.
-    """
-    secret = settings.supabase_jwt_secret
-    if secret is not None and not secret.get_secret_value().strip():  # `SUPABASE_JWT_SECRET=`
-        settings = settings.model_copy(update={"supabase_jwt_secret": None})
-    if settings.supabase_jwt_secret is None and settings.backend is Backend.EMBEDDED:
-        from services.dev_tokens import dev_secret_path, load_or_create_dev_secret
-
-        dev_secret = load_or_create_dev_secret(dev_secret_path(settings))
-        settings = settings.model_copy(update={"supabase_jwt_secret": SecretStr(dev_secret)})
-    if settings.supabase_jwt_secret is None and settings.jwks_url is None:
-        raise AuthConfigError(
-            "no way to verify access tokens: set SUPABASE_URL (its JWKS is used for ES256/RS256"
-            " keys) or SUPABASE_JWKS_URL, and/or SUPABASE_JWT_SECRET for a project still on"
-            " the legacy HS256 secret"
-        )
-    return settings
-
-
-def _routing_header(token: str) -> dict[str, Any]:
-    """The token's header, read only to pick a key: `jwt.decode` parses the whole token again
-    strictly and checks `alg` against that key. (PyJWT's `get_unverified_header` would decode
-    all three segments, doubling the cost of every verification.)"""
-    segment = token.partition(".")[0]
-    if len(segment) > MAX_HEADER_CHARS:
-        raise InvalidToken()
-    try:
-        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-    except (ValueError, RecursionError) as exc:  # binascii, unicode and JSON errors are
-        raise InvalidToken() from exc
-    if not isinstance(header, dict):
-        raise InvalidToken()
-    return header
-
-
-class TokenVerifier:
-    """Turns a bearer token into a `User` or raises `InvalidToken`; one per process."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        jwks: JwksCache | None,
-        *,
-        verified: VerifiedTokenCache | None = None,
-    ) -> None:
-        self._verified = verified if verified is not None else VerifiedTokenCache()
-        secret = settings.supabase_jwt_secret
-        self._secret = secret.get_secret_value().encode() if secret is not None else None
-        self._jwks = jwks
-        self._issuer = settings.supabase_jwt_issuer or None
-        self._leeway = settings.auth_leeway_seconds
-        self._allow_anonymous = settings.auth_allow_anonymous
-
-    async def verify(self, token: str) -> User:
-        if not token or len(token) > MAX_TOKEN_CHARS or token.count(".") != 2:
-            raise InvalidToken()
-        cached = self._verified.get(token)
-        if cached is not None:
-            return cached
-        header = _routing_header(token)
-        algorithm = header.get("alg")
-        key: jwt.PyJWK | bytes
-        if algorithm == HMAC_ALGORITHM and self._secret is not None:
-            key = self._secret
-        elif algorithm in ASYMMETRIC_ALGORITHMS and self._jwks is not None:
-            kid = header.get("kid")
-            key = await self._jwks.key_for(kid if isinstance(kid, str) else None, algorithm)
-        else:
-            raise InvalidToken()
-        claims = self._decode(token, key)
-        user = User(id=self._check_claims(claims), claims=claims, token=token)
-        self._verified.put(user)
-        return user
-
-    def _decode(self, token: str, key: jwt.PyJWK | bytes) -> dict[str, Any]:
-        algorithm = key.algorithm_name if isinstance(key, jwt.PyJWK) else HMAC_ALGORITHM
-        try:
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                key,
-                algorithms=[algorithm],
-                audience=AUDIENCE,
-                issuer=self._issuer,
-                leeway=self._leeway,
-                options={"require": _REQUIRED_CLAIMS},
-            )
-        except jwt.PyJWTError as exc:
-            logger.debug("token refused: %s", exc)
-            raise InvalidToken() from exc
-        except Exception as exc:  # whatever a hostile token triggers: a 401, never a 500
-            logger.warning("token refused by an unexpected %s", type(exc).__name__)
-            raise InvalidToken() from exc
-        return claims
-
-    def _check_claims(self, claims: dict[str, Any]) -> uuid.UUID:
-        """The checks PyJWT does not do; returns the user id."""
-        if claims.get("role") != USER_ROLE:  # anon and service_role keys are not users
-            raise InvalidToken()
-        anonymous = claims.get("is_anonymous", False)
-        if not isinstance(anonymous, bool) or (anonymous and not self._allow_anonymous):
-            raise InvalidToken()
-        sub = claims.get("sub")
-        if not isinstance(sub, str) or len(sub) != 36:
-            raise InvalidToken()
-        try:
-            user_id = uuid.UUID(sub)
-        except ValueError as exc:
-            raise InvalidToken() from exc
-        if str(user_id) != sub.lower():  # the canonical 8-4-4-4-12 form only
-            raise InvalidToken()
-        return user_id
-
+from services.auth.verifier import TokenVerifier
+from services.storage.embedded_users import EmbeddedUserDirectory
 
 _bearer = HTTPBearer(
     auto_error=False,
@@ -180,8 +31,11 @@ async def get_current_user(
     or invalid token. In the embedded backend the user is also recorded in `auth.users`."""
     if credentials is None:
         raise InvalidToken()
-    services: Services = request.app.state.services
-    user = await services.verifier.verify(credentials.credentials)
-    if services.users is not None:
-        await services.users.ensure(user)
+    # app.state.services is services.container.Services (not imported here: it wires this).
+    services = request.app.state.services
+    verifier: TokenVerifier = services.verifier
+    users: EmbeddedUserDirectory | None = services.users
+    user = await verifier.verify(credentials.credentials)
+    if users is not None:
+        await users.ensure(user)
     return user

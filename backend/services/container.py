@@ -14,11 +14,11 @@ import httpx
 
 from config import Backend, Settings
 from repositories.base import MemoryRepository
-from services.auth_service import TokenVerifier
-from services.embedded_postgres import EmbeddedPostgres
-from services.embedded_users import EmbeddedUserDirectory
-from services.jwks import JwksCache
+from services.auth.jwks import JwksCache
+from services.auth.verifier import TokenVerifier
 from services.memory_service import MemoryService
+from services.storage.embedded_postgres import EmbeddedPostgres
+from services.storage.embedded_users import EmbeddedUserDirectory
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +62,7 @@ async def open_storage(
         return Storage(repository)
 
     from repositories.postgres import PostgresMemoryRepository
-    from services.database import apply_schema, create_pool
+    from services.storage.database import apply_schema, create_pool
 
     embedded: EmbeddedPostgres | None = None
     if settings.backend is Backend.EMBEDDED:

@@ -18,8 +18,8 @@ from fastapi import FastAPI
 
 from config import Settings
 from main import create_app
-from services.database import apply_schema, create_pool
-from services.embedded_postgres import EmbeddedPostgres
+from services.storage.database import apply_schema, create_pool
+from services.storage.embedded_postgres import EmbeddedPostgres
 from tests.db_helpers import scratch_database
 from tests.tokens import TEST_JWT_SECRET
 

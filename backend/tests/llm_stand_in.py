@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import respx
 
-from services.chat_turn import SUMMARY_INSTRUCTIONS
+from services.chat.turn import SUMMARY_INSTRUCTIONS
 
 SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8"}
 

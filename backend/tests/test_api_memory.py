@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import httpx
 
-from services.embedded_postgres import EmbeddedPostgres
+from services.storage.embedded_postgres import EmbeddedPostgres
 from tests.tokens import bearer, user_token
 
 OBJECT_FIELDS = ["identity", "current_state", "long_term_summary"]

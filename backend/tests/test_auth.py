@@ -17,11 +17,11 @@ import pytest
 import respx
 from fastapi import FastAPI
 
-from services.auth_service import MAX_TOKEN_CHARS, TokenVerifier
+from services.auth.jwks import JwksCache
+from services.auth.verified_tokens import VerifiedTokenCache
+from services.auth.verifier import MAX_TOKEN_CHARS, TokenVerifier
 from services.container import Services
-from services.embedded_postgres import EmbeddedPostgres
-from services.jwks import JwksCache
-from services.verified_tokens import VerifiedTokenCache
+from services.storage.embedded_postgres import EmbeddedPostgres
 from tests.conftest import asgi_client, make_settings, running_app
 from tests.tokens import (
     ES256_KEY,

@@ -19,9 +19,10 @@ from fastapi import FastAPI
 
 from config import BACKEND_DIR
 from main import create_app
-from services import dev_tokens
-from services.auth_service import AuthConfigError
-from services.embedded_postgres import EmbeddedPostgres
+from services.auth import dev_tokens
+from services.auth.dev_secret import DevSecretError
+from services.auth.keys import AuthConfigError
+from services.storage.embedded_postgres import EmbeddedPostgres
 from tests.conftest import asgi_client, make_settings
 from tests.tokens import TEST_JWT_SECRET, bearer, hs256_token, supabase_claims
 
@@ -139,7 +140,7 @@ class TestEmbeddedDevSecret:
 
     def test_unusable_secret_file_is_a_start_up_error(self, tmp_path: Path) -> None:
         (tmp_path / "dev_jwt_secret").write_text("short\n")
-        with pytest.raises(dev_tokens.DevSecretError, match="delete the file"):
+        with pytest.raises(DevSecretError, match="delete the file"):
             create_app(make_settings(data_dir=tmp_path))
 
 
@@ -152,7 +153,7 @@ class TestMakeToken:
         data_dir = embedded_server.pgdata.parent
         user_id = uuid.uuid4()
         process = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "services.dev_tokens", "--user-id", str(user_id)),
+            *(sys.executable, "-m", "services.auth.dev_tokens", "--user-id", str(user_id)),
             cwd=BACKEND_DIR,
             env={**os.environ, **cli_env, "DATA_DIR": str(data_dir)},
             stdout=asyncio.subprocess.PIPE,

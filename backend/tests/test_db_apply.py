@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from services.database import BOOTSTRAP_SQL, SCHEMA_SQL, apply_schema, create_pool
+from services.storage.database import BOOTSTRAP_SQL, SCHEMA_SQL, apply_schema, create_pool
 from tests.conftest import create_auth_user, make_settings
 from tests.db_helpers import (
     API_CALLS,

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from repositories.postgres import begin_as_user_sql, quote_literal
-from services.embedded_postgres import EmbeddedPostgres
+from services.storage.embedded_postgres import EmbeddedPostgres
 
 TRICKY = st.sampled_from(
     ["'", "''", "\\", "\\'", "$$", "$x$", "E'", "';", "--", "/*", "\n", "\u00e9", "\U0001f600"]

@@ -36,7 +36,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from main import create_app
-from services.embedded_postgres import EmbeddedPostgres
+from services.storage.embedded_postgres import EmbeddedPostgres
 from tests.conftest import make_settings
 from tests.tokens import bearer, user_token
 

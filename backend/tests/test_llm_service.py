@@ -15,7 +15,7 @@ import respx
 
 from config import Settings
 from errors import LLMNotConfigured, UpstreamError, UpstreamTimeout
-from services.llm_service import ChatMessage, LLMService
+from services.chat.llm import ChatMessage, LLMService
 from tests.conftest import make_settings
 
 BASE_URL = "http://llm.unit.test/v1"

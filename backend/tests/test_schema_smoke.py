@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from services.database import apply_schema
+from services.storage.database import apply_schema
 from tests.conftest import create_auth_user
 from tests.db_helpers import acting_as
 

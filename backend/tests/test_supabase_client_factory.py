@@ -12,13 +12,15 @@ import respx
 from supabase import AsyncClient
 
 from config import Settings
-from services.supabase_client import (
+from repositories.postgrest_clients import (
     SupabaseConfigError,
     SupabaseCredentials,
+    user_postgrest_client,
+)
+from services.supabase_client import (
     close_supabase_client,
     get_supabase_client,
     init_supabase_client,
-    user_postgrest_client,
 )
 from tests.conftest import make_settings
 from tests.tokens import user_token

@@ -32,8 +32,8 @@ from errors import (
     VersionMismatch,
 )
 from models import MemoryDocument, MemoryField, User
+from repositories.postgrest_clients import SupabaseConfigError
 from repositories.supabase import DOCUMENT_COLUMNS, SupabaseMemoryRepository
-from services.supabase_client import SupabaseConfigError
 from tests.conftest import make_settings
 from tests.tokens import supabase_claims, user_token
 

@@ -1,65 +1,25 @@
-"""Dev tokens for the embedded backend: its HS256 secret and `python -m services.dev_tokens`.
-
-The embedded backend stands in for Supabase Auth, so it needs a signing secret nobody has to
-configure: one is generated on first run and kept in `DATA_DIR/dev_jwt_secret` (mode 0600).
-A set `SUPABASE_JWT_SECRET` always wins. `make token` prints a token with the claim set
-Supabase Auth issues, signed with whatever secret the app itself would verify against.
+"""Dev tokens: `make token` (`python -m services.auth.dev_tokens`) prints a token with the claim
+set Supabase Auth issues, signed with whatever secret the app itself would verify against (a set
+`SUPABASE_JWT_SECRET`, else the embedded backend's generated dev secret).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
-import secrets
 import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import jwt
 
 from config import Settings
+from services.auth.dev_secret import DevSecretError
+from services.auth.keys import resolve_auth_settings
 
-DEV_SECRET_FILENAME = "dev_jwt_secret"  # noqa: S105 (a file name)
-MIN_SECRET_CHARS = 32
 DEV_ISSUER = "http://127.0.0.1:54321/auth/v1"  # what a local Supabase (the CLI) issues
 DEV_USER_ID = uuid.UUID("d0d0d0d0-0000-4000-8000-000000000001")
 TOKEN_LIFETIME_SECONDS = 3600
-
-
-class DevSecretError(RuntimeError):
-    """The dev secret file exists but can not be used; the message says what to do."""
-
-
-def dev_secret_path(settings: Settings) -> Path:
-    return settings.resolved_data_dir / DEV_SECRET_FILENAME
-
-
-def load_or_create_dev_secret(path: Path) -> str:
-    """The secret in `path`, created (0600, atomically: workers starting together agree) when
-    missing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(secrets.token_urlsafe(48) + "\n")
-            with contextlib.suppress(FileExistsError):  # another process won the race
-                os.link(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-    if path.stat().st_mode & 0o077:
-        path.chmod(0o600)
-    secret = path.read_text(encoding="utf-8").strip()
-    if len(secret) < MIN_SECRET_CHARS:
-        raise DevSecretError(
-            f"{path} holds no usable dev JWT secret (fewer than {MIN_SECRET_CHARS} characters):"
-            " delete the file to have a new one generated, or set SUPABASE_JWT_SECRET"
-        )
-    return secret
 
 
 def dev_claims(
@@ -87,8 +47,6 @@ def dev_claims(
 
 def mint_dev_token(settings: Settings, user_id: uuid.UUID = DEV_USER_ID) -> str:
     """A one-hour HS256 token the app configured by `settings` accepts."""
-    from services.auth_service import resolve_auth_settings
-
     settings = resolve_auth_settings(settings)
     if settings.supabase_jwt_secret is None:
         raise DevSecretError(

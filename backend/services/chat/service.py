@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 from config import Settings
 from errors import IdempotencyConflict, ServiceError
 from models import JsonObject, MemoryField, User
-from services.chat_stream import StreamingTurn
-from services.chat_turn import Turn, TurnResult, stored_turn_of, summary_messages
-from services.llm_service import LLMService
+from services.chat.llm import LLMService
+from services.chat.stream import StreamingTurn
+from services.chat.turn import Turn, TurnResult, stored_turn_of, summary_messages
 from services.memory_service import MemoryService
 
 logger = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from typing import Any
 
 from errors import IdempotencyConflict
 from models import JsonObject, MemoryDocument, User
-from services.llm_service import ChatMessage
+from services.chat.llm import ChatMessage
 from services.memory_service import encoded_size
 
 SYSTEM_PREAMBLE = (

@@ -16,8 +16,8 @@ from typing import Any
 import anyio
 
 from errors import ServiceError
-from services.chat_turn import TurnResult
-from services.llm_service import CompletionStream
+from services.chat.llm import CompletionStream
+from services.chat.turn import TurnResult
 
 logger = logging.getLogger(__name__)
 

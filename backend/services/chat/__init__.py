@@ -1,0 +1,1 @@
+"""Chat: memory-grounded turns, streaming, compaction, and the OpenAI-compatible LLM client."""

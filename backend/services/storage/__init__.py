@@ -1,0 +1,1 @@
+"""Opening storage: the asyncpg pool and schema, the embedded PostgreSQL and its `auth.users`."""
