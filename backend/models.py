@@ -84,6 +84,21 @@ class MemoryDocument(BaseModel):
     updated_at: datetime | None = None
 
 
+class ChatContext(BaseModel):
+    """What one chat turn's prompt uses, read in one call: the object fields, the instructions,
+    the newest episodic items, how many are stored, and the turn's own items when a keyed retry
+    finds them stored. `version` 0 means no row is stored yet."""
+
+    identity: JsonObject = Field(default_factory=dict)
+    core_instructions: list[JsonObject] = Field(default_factory=list)
+    long_term_summary: JsonObject = Field(default_factory=dict)
+    current_state: JsonObject = Field(default_factory=dict)
+    recent_episodes: list[JsonObject] = Field(default_factory=list)
+    episode_count: int = 0
+    turn_episodes: list[JsonObject] = Field(default_factory=list)
+    version: int = 0
+
+
 class StoredValue(BaseModel):
     """A field's value after a write, with the row's new version."""
 

@@ -632,6 +632,165 @@ end
 $$;
 
 -- ---------------------------------------------------------------------------------------
+-- Reads. Each answers only what the request asks for, sliced in SQL: a bounded read costs what
+-- it returns, not what is stored. PL/pgSQL (not SQL) so that their plans are cached per session.
+-- ---------------------------------------------------------------------------------------
+
+-- The items [p_from, p_to) of a JSON array (0-based, clamped), without unpacking the others.
+create or replace function public.memory_slice(p_list jsonb, p_from integer, p_to integer)
+returns jsonb
+language plpgsql
+immutable
+security invoker
+set search_path = ''
+as $$
+declare
+  v_length integer := jsonb_array_length(p_list);
+begin
+  p_from := greatest(p_from, 0);
+  p_to := least(p_to, v_length);
+  if p_from = 0 and p_to = v_length then
+    return p_list;
+  elsif p_to <= p_from then
+    return '[]'::jsonb;
+  end if;
+  return jsonb_path_query_array(
+    p_list, '$[$from to $last]', jsonb_build_object('from', p_from, 'last', p_to - 1));
+end
+$$;
+
+-- The calling user's whole memory: the seven fields, version and updated_at; null when the user
+-- has no row (a read creates nothing).
+create or replace function public.memory_read_document()
+returns jsonb
+language plpgsql
+stable
+security invoker
+set search_path = ''
+as $$
+declare
+  v_result jsonb;
+begin
+  select jsonb_build_object(
+           'identity', m.identity, 'current_state', m.current_state,
+           'long_term_summary', m.long_term_summary, 'core_instructions', m.core_instructions,
+           'episodic_memory', m.episodic_memory, 'rewards', m.rewards,
+           'parent_reports', m.parent_reports, 'version', m.version, 'updated_at', m.updated_at)
+    into v_result
+    from public.memories as m
+    where m.user_id = (select auth.uid());
+  return v_result;
+end
+$$;
+
+-- One field: {"value": …, "version": n} (the field's empty value and version 0 without a row).
+-- List fields may be paged: p_before (an item id) keeps the items older than that item (PT404
+-- when no item has that id), p_limit the newest p_limit of what is kept; both sliced here.
+create or replace function public.memory_read_field(
+  p_field text,
+  p_limit integer default null,
+  p_before text default null
+)
+returns jsonb
+language plpgsql
+stable
+security invoker
+set search_path = ''
+as $$
+declare
+  v_kind text := public.memory_field_kind(p_field);
+  v_value jsonb;
+  v_version bigint;
+  v_end integer;
+begin
+  perform public.memory_require_field(p_field, null);
+  if p_limit < 0 then
+    raise exception 'limit must not be negative' using errcode = '22023';
+  end if;
+  select case p_field
+           when 'identity' then m.identity
+           when 'current_state' then m.current_state
+           when 'long_term_summary' then m.long_term_summary
+           when 'core_instructions' then m.core_instructions
+           when 'episodic_memory' then m.episodic_memory
+           when 'rewards' then m.rewards
+           when 'parent_reports' then m.parent_reports
+         end,
+         m.version
+    into v_value, v_version
+    from public.memories as m
+    where m.user_id = (select auth.uid());
+  if v_value is null then
+    v_value := case v_kind when 'object' then '{}'::jsonb else '[]'::jsonb end;
+    v_version := 0;
+  end if;
+  if v_kind = 'list' and (p_limit is not null or p_before is not null) then
+    v_end := jsonb_array_length(v_value);
+    if p_before is not null then
+      -- The ids alone (not the items) are unpacked to find the position.
+      select t.o - 1 into v_end
+        from jsonb_array_elements_text(jsonb_path_query_array(v_value, '$[*].id'))
+             with ordinality as t(id, o)
+        where t.id = p_before
+        limit 1;
+      if v_end is null then
+        raise exception 'no item % in %', p_before, p_field using errcode = 'PT404';
+      end if;
+    end if;
+    v_value := public.memory_slice(v_value, v_end - coalesce(p_limit, v_end), v_end);
+  end if;
+  return jsonb_build_object('value', v_value, 'version', v_version);
+end
+$$;
+
+-- What one chat turn's prompt uses, and nothing more: the object fields, the instructions, the
+-- newest p_history episodic items, how many are stored (for compaction), the version, and the
+-- items with the ids p_turn_ids that are stored (a keyed retry finds its own turn).
+create or replace function public.memory_chat_context(
+  p_history integer,
+  p_turn_ids text[] default null
+)
+returns jsonb
+language plpgsql
+stable
+security invoker
+set search_path = ''
+as $$
+declare
+  v_row record;
+  v_count integer;
+  v_turn jsonb := '[]'::jsonb;
+begin
+  if p_history is null or p_history < 0 then
+    raise exception 'history must be a non-negative count' using errcode = '22023';
+  end if;
+  select m.identity, m.core_instructions, m.long_term_summary, m.current_state,
+         m.episodic_memory, m.version
+    into v_row
+    from public.memories as m
+    where m.user_id = (select auth.uid());
+  if v_row.version is null then
+    return jsonb_build_object('version', 0);
+  end if;
+  v_count := jsonb_array_length(v_row.episodic_memory);
+  if p_turn_ids is not null and cardinality(p_turn_ids) > 0 then
+    v_turn := jsonb_path_query_array(
+      v_row.episodic_memory, '$[*] ? (@.id == $ids[*])',
+      jsonb_build_object('ids', to_jsonb(p_turn_ids)));
+  end if;
+  return jsonb_build_object(
+    'identity', v_row.identity,
+    'core_instructions', v_row.core_instructions,
+    'long_term_summary', v_row.long_term_summary,
+    'current_state', v_row.current_state,
+    'recent_episodes', public.memory_slice(v_row.episodic_memory, v_count - p_history, v_count),
+    'episode_count', v_count,
+    'turn_episodes', v_turn,
+    'version', v_row.version);
+end
+$$;
+
+-- ---------------------------------------------------------------------------------------
 -- Function privileges: signed-in users only (PostgreSQL grants EXECUTE to PUBLIC, and
 -- Supabase to anon, by default).
 -- ---------------------------------------------------------------------------------------
@@ -647,6 +806,10 @@ revoke all on function public.memory_append_items(text, jsonb, integer, text) fr
 revoke all on function public.memory_remove_item(text, text) from public, anon;
 revoke all on function public.memory_erase() from public, anon;
 revoke all on function public.memory_compact(text, text[], text, jsonb) from public, anon;
+revoke all on function public.memory_slice(jsonb, integer, integer) from public, anon;
+revoke all on function public.memory_read_document() from public, anon;
+revoke all on function public.memory_read_field(text, integer, text) from public, anon;
+revoke all on function public.memory_chat_context(integer, text[]) from public, anon;
 
 grant execute on function public.memory_field_kind(text) to authenticated;
 grant execute on function public.memory_require_user() to authenticated;
@@ -659,6 +822,98 @@ grant execute on function public.memory_append_items(text, jsonb, integer, text)
 grant execute on function public.memory_remove_item(text, text) to authenticated;
 grant execute on function public.memory_erase() to authenticated;
 grant execute on function public.memory_compact(text, text[], text, jsonb) to authenticated;
+grant execute on function public.memory_slice(jsonb, integer, integer) to authenticated;
+grant execute on function public.memory_read_document() to authenticated;
+grant execute on function public.memory_read_field(text, integer, text) to authenticated;
+grant execute on function public.memory_chat_context(integer, text[]) to authenticated;
+
+-- ---------------------------------------------------------------------------------------
+-- The service's own entry point (MEMORY_BACKEND=postgres/embedded): one round trip per
+-- operation. PostgREST is not involved there, so the service impersonates the user itself, as
+-- PostgREST would: `role` authenticated and the verified claims, both transaction-local.
+--
+-- call_as_user sets both in its first statement and runs the operation as its next one. Every
+-- PL/pgSQL statement is planned when it runs, so the operation's statements are planned as
+-- `authenticated` with the user's claims: RLS applies exactly as through PostgREST (the role is
+-- never set inside the statement it protects). Called as one statement in autocommit, both
+-- settings end with its implicit transaction, also on error: the pooled connection is back to
+-- the login role with no claims.
+--
+-- It takes claims, so nobody but the service may reach it: a schema PostgREST does not expose
+-- (never add it to the API's exposed schemas), nothing for PUBLIC, anon, authenticated or
+-- service_role. Its owner (the role that applies this file, the one the service logs in with)
+-- executes it; a service logging in as another role needs
+--   grant usage on schema memory_private to <role>;
+--   grant execute on function memory_private.call_as_user(text, text, jsonb) to <role>;
+-- ---------------------------------------------------------------------------------------
+create schema if not exists memory_private;
+comment on schema memory_private is
+  'The memory service''s own entry points (they take verified JWT claims). Never expose it in the API.';
+revoke all on schema memory_private from public, anon, authenticated, service_role;
+
+create or replace function memory_private.call_as_user(
+  p_claims text,
+  p_operation text,
+  p_args jsonb default '{}'::jsonb
+)
+returns jsonb
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+begin
+  if (p_claims::jsonb ->> 'role') is distinct from 'authenticated'
+     or (p_claims::jsonb ->> 'sub') is null then
+    raise exception 'claims of a signed-in user are required' using errcode = '42501';
+  end if;
+  -- PostgREST's first statement. Everything below runs (and is planned) as this user, who
+  -- may not use this schema: nothing below calls into it.
+  perform set_config('role', 'authenticated', true),
+          set_config('request.jwt.claims', p_claims, true);
+
+  case p_operation
+    when 'read_document' then
+      return public.memory_read_document();
+    when 'read_field' then
+      return public.memory_read_field(
+        p_args ->> 'field', (p_args ->> 'limit')::integer, p_args ->> 'before');
+    when 'chat_context' then
+      return public.memory_chat_context(
+        (p_args ->> 'history')::integer,
+        case jsonb_typeof(p_args -> 'turn_ids')
+          when 'array' then array(select jsonb_array_elements_text(p_args -> 'turn_ids'))
+        end);
+    when 'set_field' then
+      return public.memory_set_field(
+        p_args ->> 'field', p_args -> 'value', (p_args ->> 'expected_version')::bigint);
+    when 'merge_field' then
+      return public.memory_merge_field(
+        p_args ->> 'field', p_args -> 'patch', (p_args ->> 'expected_version')::bigint);
+    when 'append_items' then
+      return public.memory_append_items(
+        p_args ->> 'field', p_args -> 'items', (p_args ->> 'cap')::integer,
+        p_args ->> 'idempotency_key');
+    when 'remove_item' then
+      return public.memory_remove_item(p_args ->> 'field', p_args ->> 'item_id');
+    when 'erase' then
+      return to_jsonb(public.memory_erase());
+    when 'compact' then
+      return public.memory_compact(
+        p_args ->> 'field',
+        case jsonb_typeof(p_args -> 'item_ids')
+          when 'array' then array(select jsonb_array_elements_text(p_args -> 'item_ids'))
+        end,
+        p_args ->> 'summary_field',
+        p_args -> 'summary_patch');
+    else
+      raise exception 'unknown memory operation %', p_operation using errcode = '22023';
+  end case;
+end
+$$;
+
+revoke all on function memory_private.call_as_user(text, text, jsonb)
+  from public, anon, authenticated, service_role;
 
 -- Tell PostgREST (Supabase's API) to pick up new functions right away.
 notify pgrst, 'reload schema';

@@ -5,8 +5,8 @@ the same app*. Rather than shipping such a route (even behind a setting), the be
 `create_app()` unchanged and adds `GET /api/_bench/noop` in this factory only: same middleware,
 same auth dependency, same uvicorn process, and nothing extra in production.
 
-`GET /api/_bench/round-trips` shows the floor under every memory operation: the Postgres
-repository's three round trips (BEGIN with the impersonation, a trivial statement, COMMIT) and
+`GET /api/_bench/round-trips` shows the floor under every memory operation: one round trip
+to PostgreSQL (`select 1` on a pool connection, taken in turn as the repository does) and
 nothing else.
 """
 
@@ -35,14 +35,12 @@ def create_bench_app() -> FastAPI:
 
     @app.get(ROUND_TRIPS_PATH, include_in_schema=False)
     async def bench_round_trips(user: CurrentUserDep, request: Request) -> dict[str, bool]:
-        """The repository's three round trips as this user, with a trivial statement."""
+        """One round trip on the repository's pool, with a trivial statement."""
         repository = request.app.state.services.repository
         if not isinstance(repository, PostgresMemoryRepository):
             raise HTTPException(404, "only with the postgres/embedded backend")
         async with repository._turns, repository._pool.acquire() as conn:  # bench: look inside
-            await conn.execute(repository._begin_for(user))
             await conn.fetchval("select 1")
-            await conn.execute("COMMIT")
         return {"ok": True}
 
     return app

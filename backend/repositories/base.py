@@ -1,6 +1,7 @@
 """The memory repository protocol: one storage backend per implementation, no FastAPI inside.
 
 Every method acts as `user` (RLS applies in the database) and is one round trip to storage.
+Bounded reads are sliced by storage: what crosses the wire is what the caller asked for.
 Errors are domain errors from `errors.py`; a storage failure is never answered as "empty".
 """
 
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from models import AppendResult, MemoryDocument, MemoryField, StoredValue, User
+from models import AppendResult, ChatContext, MemoryDocument, MemoryField, StoredValue, User
 
 
 class MemoryRepository(Protocol):
@@ -16,8 +17,24 @@ class MemoryRepository(Protocol):
         """The user's whole memory; defaults and version 0 when no row exists (creates none)."""
         ...
 
-    async def read_field(self, user: User, field: MemoryField) -> tuple[Any, int]:
-        """One field's stored value and the row version; the field's default and 0 if no row."""
+    async def read_field(
+        self,
+        user: User,
+        field: MemoryField,
+        *,
+        limit: int | None = None,
+        before: str | None = None,
+    ) -> tuple[Any, int]:
+        """One field's stored value and the row version; the field's default and 0 if no row.
+        List fields: `before` keeps the items older than that item id (ItemNotFound when there
+        is none), `limit` the newest N of those."""
+        ...
+
+    async def chat_context(
+        self, user: User, *, history: int, turn_ids: tuple[str, str] | None = None
+    ) -> ChatContext:
+        """What a chat turn's prompt uses (see `ChatContext`), with the newest `history`
+        episodic items; `turn_ids` are looked up among the stored items."""
         ...
 
     async def set_field(

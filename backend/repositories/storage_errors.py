@@ -14,11 +14,13 @@ from errors import (
     Forbidden,
     IdempotencyConflict,
     InvalidValue,
+    ItemNotFound,
     ServiceError,
     StorageError,
     StorageUnavailable,
     VersionMismatch,
 )
+from models import FieldKind, MemoryField
 
 logger = logging.getLogger(__name__)
 _M = TypeVar("_M", bound=BaseModel)
@@ -30,11 +32,14 @@ UNAVAILABLE_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")
 
 def error_for_sqlstate(code: str, message: str) -> ServiceError | None:
     """The domain error for `code`, or None when it has no meaning of its own here. Messages
-    are shown only for codes our SQL raises itself (22023, PT409); others hide their text."""
+    are shown only for codes our SQL raises itself (22023, PT404, PT409); others hide their
+    text."""
     if code == "PT412":
         return VersionMismatch()
     if code == "PT409":
         return IdempotencyConflict(message or None)
+    if code == "PT404":
+        return ItemNotFound(message or None)
     if code == "22023":
         return InvalidValue(message or None)
     if code.startswith("22") or code == "23514":
@@ -56,3 +61,18 @@ def validated(model: type[_M], data: Any) -> _M:
     except ValidationError as exc:
         logger.error("storage answered data that does not fit %s", model.__name__)
         raise StorageError() from exc
+
+
+def field_value(field: MemoryField, data: Any) -> tuple[Any, int]:
+    """`{"value", "version"}` as `memory_read_field` answers it, checked without copying: an
+    object for an object field, a list of objects for a list field, an integer version."""
+    if isinstance(data, dict):
+        value, version = data.get("value"), data.get("version")
+        if field.kind is FieldKind.OBJECT:
+            fits = isinstance(value, dict)
+        else:
+            fits = isinstance(value, list) and all(isinstance(item, dict) for item in value)
+        if fits and isinstance(version, int) and not isinstance(version, bool):
+            return value, version
+    logger.error("storage answered a %s read of another shape", field.value)
+    raise StorageError()

@@ -3,7 +3,8 @@
 Each operation is ONE PostgREST request built by postgrest-py on a per-request client that
 carries `apikey: SUPABASE_KEY` and the user's own bearer token, so RLS and the SQL functions
 of `supabase_schema.sql` (called by RPC with named arguments) see that user. Reads select the
-user's row (`user_id=eq.<uid>`); every write is one function call. PostgREST's error bodies
+user's row (`user_id=eq.<uid>`); field reads (paged in SQL) and the chat context are function
+calls, as is every write. PostgREST's error bodies
 (`code`, `message`, `details`, `hint`) are mapped to domain errors here and nowhere else.
 """
 
@@ -28,13 +29,13 @@ from errors import (
     StorageError,
     StorageUnavailable,
 )
-from models import AppendResult, MemoryDocument, MemoryField, StoredValue, User
+from models import AppendResult, ChatContext, MemoryDocument, MemoryField, StoredValue, User
 from repositories.postgrest_clients import (
     SupabaseCredentials,
     anon_postgrest_client,
     user_postgrest_client,
 )
-from repositories.storage_errors import error_for_sqlstate, validated
+from repositories.storage_errors import error_for_sqlstate, field_value, validated
 
 logger = logging.getLogger(__name__)
 
@@ -141,15 +142,29 @@ class SupabaseMemoryRepository:
         row = await self._select_row(user, DOCUMENT_COLUMNS)
         return MemoryDocument() if row is None else validated(MemoryDocument, row)
 
-    async def read_field(self, user: User, field: MemoryField) -> tuple[Any, int]:
-        row = await self._select_row(user, (field.value, "version"))
-        if row is None:
-            return field.default(), 0
-        value, version = row.get(field.value), row.get("version")
-        if value is None or not isinstance(version, int):
-            logger.error("unexpected Supabase row for field %s", field.value)
-            raise StorageError()
-        return value, version
+    async def read_field(
+        self,
+        user: User,
+        field: MemoryField,
+        *,
+        limit: int | None = None,
+        before: str | None = None,
+    ) -> tuple[Any, int]:
+        """One RPC; paging arguments only when given (PostgREST fills in the defaults)."""
+        args: dict[str, Any] = {"p_field": field.value}
+        if limit is not None:
+            args["p_limit"] = limit
+        if before is not None:
+            args["p_before"] = before
+        return field_value(field, await self._rpc(user, "memory_read_field", args))
+
+    async def chat_context(
+        self, user: User, *, history: int, turn_ids: tuple[str, str] | None = None
+    ) -> ChatContext:
+        args: dict[str, Any] = {"p_history": history}
+        if turn_ids:
+            args["p_turn_ids"] = list(turn_ids)
+        return validated(ChatContext, await self._rpc(user, "memory_chat_context", args))
 
     async def set_field(
         self, user: User, field: MemoryField, value: Any, *, expected_version: int | None

@@ -15,11 +15,18 @@ from errors import (
     InvalidValue,
     ItemNotFound,
     PayloadTooLarge,
-    StorageError,
     UnknownField,
     WrongFieldKind,
 )
-from models import AppendResult, FieldKind, MemoryDocument, MemoryField, StoredValue, User
+from models import (
+    AppendResult,
+    ChatContext,
+    FieldKind,
+    MemoryDocument,
+    MemoryField,
+    StoredValue,
+    User,
+)
 from repositories.base import MemoryRepository
 
 MAX_ITEMS_PER_APPEND = 100
@@ -98,24 +105,19 @@ class MemoryService:
         before: str | None = None,
     ) -> tuple[Any, int]:
         """A field's value and the row version. For list fields, `before` keeps the items older
-        than that item id (404 when it is not there) and `limit` the newest N of those."""
-        value, version = await self._repository.read_field(user, field)
-        if field.kind is FieldKind.LIST and not all(isinstance(item, dict) for item in value):
-            raise StorageError(f"{field.value} holds items that are not objects")
-        if field.kind is FieldKind.LIST and (before is not None or limit is not None):
-            items: list[Any] = value
-            if before is not None:
-                index = next(
-                    (i for i, item in enumerate(items) if item.get("id") == before),
-                    None,
-                )
-                if index is None:
-                    raise ItemNotFound(f"no item {before!r} in {field.value}")
-                items = items[:index]
-            if limit is not None:
-                items = items[-limit:] if limit > 0 else []
-            value = items
-        return value, version
+        than that item id (404 when it is not there) and `limit` the newest N of those; storage
+        slices, so a page costs what it returns."""
+        if field.kind is FieldKind.OBJECT:
+            limit = before = None
+        elif before is not None and "\x00" in before:
+            raise ItemNotFound(f"no item {before!r} in {field.value}")
+        return await self._repository.read_field(user, field, limit=limit, before=before)
+
+    async def chat_context(
+        self, user: User, *, history: int, turn_ids: tuple[str, str] | None = None
+    ) -> ChatContext:
+        """What a chat turn's prompt uses, in one read (see `ChatContext`)."""
+        return await self._repository.chat_context(user, history=history, turn_ids=turn_ids)
 
     async def read_db_field(self, user: User, field: str, default: Any = _MISSING) -> Any:
         """The seed's read: the stored value of `field`. `default` (else the field's empty value)

@@ -144,11 +144,12 @@ async def test_interleaved_users_each_carry_their_own_token(
         if arrived == len(users):
             all_arrived.set()
         await all_arrived.wait()  # every request is in flight before any is answered
+        # PostgREST runs memory_read_field as the token's user: it answers their own row.
         owner = token_subject(request)
-        assert request.url.params["user_id"] == f"eq.{owner}"
-        return httpx.Response(200, json=[{"identity": {"owner": owner}, "version": 1}])
+        assert json.loads(request.content) == {"p_field": "identity"}
+        return httpx.Response(200, json={"value": {"owner": owner}, "version": 1})
 
-    postgrest.get("/memories").mock(side_effect=answer_as_token_owner)
+    postgrest.post("/rpc/memory_read_field").mock(side_effect=answer_as_token_owner)
     responses = await asyncio.gather(
         *(api.get("/api/memory/identity", headers=bearer(user_token(u))) for u in users)
     )

@@ -33,6 +33,9 @@ BOOTSTRAP = BOOTSTRAP_SQL.read_text(encoding="utf-8")
 SUPABASE_OWNER_SQL = """
 create role {owner} nologin nosuperuser noinherit bypassrls;
 grant anon, authenticated, service_role to {owner};
+do $grant$ begin
+  execute format('grant create on database %I to {owner}', current_database());
+end $grant$;
 grant usage, create on schema public to {owner};
 grant usage on schema auth to {owner};
 grant select, references on auth.users to {owner};

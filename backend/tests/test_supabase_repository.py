@@ -26,6 +26,7 @@ from errors import (
     IdempotencyConflict,
     InvalidToken,
     InvalidValue,
+    ItemNotFound,
     ServiceError,
     StorageError,
     StorageUnavailable,
@@ -206,39 +207,101 @@ class TestReadDocument:
 
 
 class TestReadField:
-    async def test_selects_the_field_and_version(
+    async def test_calls_memory_read_field_with_the_field_only(
         self, repo: SupabaseMemoryRepository, user: User, pgrst_mock: respx.MockRouter
     ) -> None:
         episodes = [{"id": "e1", "text": "hi"}]
-        route = pgrst_mock.get("/memories").mock(
-            return_value=pgrst(200, [{"episodic_memory": episodes, "version": 4}])
+        route = pgrst_mock.post("/rpc/memory_read_field").mock(
+            return_value=pgrst(200, {"value": episodes, "version": 4})
         )
 
         assert await repo.read_field(user, MemoryField.EPISODIC_MEMORY) == (episodes, 4)
         request = route.calls.last.request
-        assert dict(request.url.params) == {
-            "select": "episodic_memory,version",
-            "user_id": f"eq.{user.id}",
-        }
+        assert_rpc(request, "memory_read_field", {"p_field": "episodic_memory"})
         assert_acts_as(request, user)
 
-    @pytest.mark.parametrize("field", [MemoryField.IDENTITY, MemoryField.REWARDS])
-    async def test_no_row_gives_the_fields_default(
+    async def test_paging_is_sliced_by_the_function(
+        self, repo: SupabaseMemoryRepository, user: User, pgrst_mock: respx.MockRouter
+    ) -> None:
+        page = [{"id": "e8"}, {"id": "e9"}]
+        route = pgrst_mock.post("/rpc/memory_read_field").mock(
+            return_value=pgrst(200, {"value": page, "version": 7})
+        )
+
+        result = await repo.read_field(user, MemoryField.EPISODIC_MEMORY, limit=2, before="e10")
+
+        assert result == (page, 7)
+        assert_rpc(
+            route.calls.last.request,
+            "memory_read_field",
+            {"p_field": "episodic_memory", "p_limit": 2, "p_before": "e10"},
+        )
+
+    async def test_an_unknown_before_id_is_item_not_found(
+        self, repo: SupabaseMemoryRepository, user: User, pgrst_mock: respx.MockRouter
+    ) -> None:
+        pgrst_mock.post("/rpc/memory_read_field").mock(
+            return_value=pgrst_error(404, "PT404", "no item zz in rewards")
+        )
+        with pytest.raises(ItemNotFound, match="no item zz"):
+            await repo.read_field(user, MemoryField.REWARDS, before="zz")
+
+    @pytest.mark.parametrize(
+        ("field", "answer"),
+        [
+            (MemoryField.IDENTITY, {"version": 2}),
+            (MemoryField.IDENTITY, {"value": [], "version": 2}),
+            (MemoryField.REWARDS, {"value": ["a string"], "version": 2}),
+            (MemoryField.REWARDS, {"value": [], "version": "2"}),
+            (MemoryField.REWARDS, [{"value": [], "version": 2}]),
+        ],
+    )
+    async def test_an_answer_of_another_shape_is_an_error(
         self,
         repo: SupabaseMemoryRepository,
         user: User,
         pgrst_mock: respx.MockRouter,
         field: MemoryField,
+        answer: Any,
     ) -> None:
-        pgrst_mock.get("/memories").mock(return_value=pgrst(200, []))
-        assert await repo.read_field(user, field) == (field.default(), 0)
+        pgrst_mock.post("/rpc/memory_read_field").mock(return_value=pgrst(200, answer))
+        with pytest.raises(StorageError):
+            await repo.read_field(user, field)
 
-    async def test_a_row_without_the_field_is_an_error(
+
+class TestChatContext:
+    async def test_calls_memory_chat_context_with_history_and_turn_ids(
         self, repo: SupabaseMemoryRepository, user: User, pgrst_mock: respx.MockRouter
     ) -> None:
-        pgrst_mock.get("/memories").mock(return_value=pgrst(200, [{"version": 2}]))
-        with pytest.raises(StorageError):
-            await repo.read_field(user, MemoryField.IDENTITY)
+        answer = {
+            "identity": {"name": "Robo"},
+            "core_instructions": [],
+            "long_term_summary": {},
+            "current_state": {},
+            "recent_episodes": [{"id": "e9", "role": "user", "content": "hi"}],
+            "episode_count": 9,
+            "turn_episodes": [],
+            "version": 12,
+        }
+        route = pgrst_mock.post("/rpc/memory_chat_context").mock(return_value=pgrst(200, answer))
+
+        context = await repo.chat_context(user, history=4, turn_ids=("a", "b"))
+
+        assert context.identity == {"name": "Robo"} and context.episode_count == 9
+        assert context.recent_episodes == answer["recent_episodes"] and context.version == 12
+        request = route.calls.last.request
+        assert_rpc(request, "memory_chat_context", {"p_history": 4, "p_turn_ids": ["a", "b"]})
+        assert_acts_as(request, user)
+
+    async def test_without_turn_ids_sends_history_only(
+        self, repo: SupabaseMemoryRepository, user: User, pgrst_mock: respx.MockRouter
+    ) -> None:
+        route = pgrst_mock.post("/rpc/memory_chat_context").mock(
+            return_value=pgrst(200, {"version": 0})
+        )
+        context = await repo.chat_context(user, history=20)
+        assert context.version == 0 and context.recent_episodes == []
+        assert_rpc(route.calls.last.request, "memory_chat_context", {"p_history": 20})
 
 
 class TestSetField:

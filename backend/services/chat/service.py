@@ -1,14 +1,16 @@
 """Chat turns grounded in the memory (DESIGN section 7), and compaction of old episodes.
 
-A turn reads the memory document once, asks the LLM, then appends the user's message and the
-reply to episodic_memory in one append call; a failed upstream call stores nothing. Past the
-soft cap, the oldest episodes are summarised into long_term_summary and removed by one SQL call
-that keeps anything appended meanwhile (never a read-modify-write of the list here).
+A turn reads its chat context once (what the prompt uses, nothing more), asks the LLM, then
+appends the user's message and the reply to episodic_memory in one append call; a failed
+upstream call stores nothing. Past the soft cap, the oldest episodes are summarised into
+long_term_summary and removed by one SQL call that keeps anything appended meanwhile (never a
+read-modify-write of the list here).
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import UTC, datetime
 
 from config import Settings
@@ -34,15 +36,15 @@ class ChatService:
         self._settings = settings
 
     async def begin(self, user: User, message: str, *, idempotency_key: str | None) -> Turn:
-        """Read the memory (one call) and build the turn's prompt and episode ids."""
-        document = await self._memory.read_document(user)
-        return Turn.build(
+        """Read the chat context (one call) and build the turn's prompt and episode ids."""
+        episode_ids = Turn.episode_ids_for(user, idempotency_key or uuid.uuid4().hex)
+        keyed = idempotency_key is not None
+        context = await self._memory.chat_context(
             user,
-            message,
-            document,
-            history_count=self._settings.chat_history_episodes,
-            key=idempotency_key,
+            history=self._settings.chat_history_episodes,
+            turn_ids=episode_ids if keyed else None,
         )
+        return Turn.build(user, message, context, episode_ids=episode_ids, keyed=keyed)
 
     async def reply(self, turn: Turn) -> TurnResult:
         """The whole reply, stored with the message; a retried stored turn answers as stored."""
@@ -69,7 +71,10 @@ class ChatService:
         try:
             return await self._append_turn(turn, reply, interrupted=interrupted)
         except IdempotencyConflict:
-            stored = stored_turn_of(turn, await self._memory.read_document(turn.user))
+            context = await self._memory.chat_context(
+                turn.user, history=0, turn_ids=turn.episode_ids
+            )
+            stored = stored_turn_of(turn, context)
             if stored is None:
                 raise
             return stored
@@ -83,28 +88,28 @@ class ChatService:
         return TurnResult(reply, result.items)
 
     async def compact_if_needed(self, turn: Turn) -> None:
-        """After a stored turn: past the soft cap, fold the oldest episodes (as read at the
-        turn's start) into long_term_summary. Never raises: a failure is logged and the next
-        turn tries again."""
-        episodes = turn.document.episodic_memory
-        total = len(episodes) + 2
-        if total <= self._settings.episodic_soft_cap:
-            return
-        oldest = episodes[: max(0, min(len(episodes), total - self._settings.compaction_keep))]
-        ids = [e["id"] for e in oldest if isinstance(e.get("id"), str)]
-        if not ids:
+        """After a stored turn: past the soft cap, fold the oldest episodes into
+        long_term_summary. Never raises: a failure is logged and the next turn tries again."""
+        if turn.context.episode_count + 2 <= self._settings.episodic_soft_cap:
             return
         try:
-            await self._compact(turn, oldest, ids)
+            await self._compact(turn)
         except ServiceError as exc:
             logger.warning("episode compaction failed: %s", exc.detail)
         except Exception:
             logger.exception("episode compaction failed")
 
-    async def _compact(self, turn: Turn, oldest: list[JsonObject], ids: list[str]) -> None:
-        """Summarise, then remove exactly `ids` and merge the summary in one SQL call; that call
-        changes nothing when another compaction removed any of them first."""
-        prompt = summary_messages(turn.document.long_term_summary, oldest)
+    async def _compact(self, turn: Turn) -> None:
+        """Read the list (only now: compaction needs the oldest items themselves), summarise
+        all but the newest EPISODIC_KEEP_AFTER_COMPACTION, then remove exactly those and merge
+        the summary in one SQL call; that call changes nothing when another compaction removed
+        any of them first."""
+        episodes, _ = await self._memory.read_field(turn.user, EPISODES)
+        oldest = episodes[: max(0, len(episodes) - self._settings.compaction_keep)]
+        ids = [e["id"] for e in oldest if isinstance(e.get("id"), str)]
+        if len(episodes) <= self._settings.episodic_soft_cap or not ids:
+            return
+        prompt = summary_messages(turn.context.long_term_summary, oldest)
         summary = (await self._llm.complete(prompt)).strip()
         if not summary:
             logger.warning("episode compaction skipped: the LLM returned an empty summary")

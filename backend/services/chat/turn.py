@@ -1,5 +1,6 @@
-"""What one chat turn is made of: the prompt built from one read of the memory, and the two
-episodes it stores. Pure functions and values, no I/O: the chat service does the calls."""
+"""What one chat turn is made of: the prompt built from one read of the memory (its chat
+context), and the two episodes it stores. Pure functions and values, no I/O: the chat service
+does the calls."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from errors import IdempotencyConflict
-from models import JsonObject, MemoryDocument, User
+from models import ChatContext, JsonObject, User
 from services.chat.llm import ChatMessage
 from services.memory_service import encoded_size
 
@@ -51,13 +52,13 @@ def render_items(items: list[JsonObject]) -> str:
     return "\n".join(lines)
 
 
-def system_prompt(document: MemoryDocument) -> str:
+def system_prompt(context: ChatContext) -> str:
     """Preamble, then each non-empty part of the memory under its own heading."""
     sections = [
-        ("Identity", render_object(document.identity)),
-        ("Instructions", render_items(document.core_instructions)),
-        ("What you remember from earlier conversations", render_object(document.long_term_summary)),
-        ("Right now", render_object(document.current_state)),
+        ("Identity", render_object(context.identity)),
+        ("Instructions", render_items(context.core_instructions)),
+        ("What you remember from earlier conversations", render_object(context.long_term_summary)),
+        ("Right now", render_object(context.current_state)),
     ]
     parts = [SYSTEM_PREAMBLE, *(f"## {title}\n{body}" for title, body in sections if body)]
     return "\n\n".join(parts)
@@ -68,10 +69,10 @@ def is_episode(item: JsonObject) -> bool:
     return item.get("role") in _ROLES and isinstance(item.get("content"), str)
 
 
-def history(episodes: list[JsonObject], count: int) -> list[ChatMessage]:
-    """The newest `count` episodes as chat messages, oldest first."""
-    recent = [e for e in episodes if is_episode(e)][-count:] if count > 0 else []
-    return [ChatMessage(role=e["role"], content=e["content"]) for e in recent]
+def history(recent: list[JsonObject]) -> list[ChatMessage]:
+    """The newest episodic items as chat messages, oldest first (items that are not
+    conversation episodes, appended by other clients, are left out)."""
+    return [ChatMessage(role=e["role"], content=e["content"]) for e in recent if is_episode(e)]
 
 
 SUMMARY_LINE_CHARS = 1000  # per episode in a summary prompt: the prompt stays within context
@@ -110,40 +111,45 @@ class TurnResult:
 
 @dataclass(frozen=True, slots=True)
 class Turn:
-    """A turn ready to run: the memory as read, the prompt, and the ids its two episodes get.
+    """A turn ready to run: the chat context as read, the prompt, and its two episodes' ids.
 
     The ids derive from (user, turn key), so storing a turn twice stores it once; with a
     client's Idempotency-Key, `stored` holds the episodes a previous try already stored."""
 
     user: User
     message: str
-    document: MemoryDocument
+    context: ChatContext
     prompt: list[ChatMessage]
     episode_ids: tuple[str, str]
     stored: TurnResult | None = None
+
+    @staticmethod
+    def episode_ids_for(user: User, key: str) -> tuple[str, str]:
+        """The ids of a turn's two episodes: fixed by (user, turn key)."""
+        user_id, reply_id = (
+            str(uuid.uuid5(_EPISODE_NAMESPACE, f"{user.id}/chat/{key}/{role}")) for role in _ROLES
+        )
+        return user_id, reply_id
 
     @classmethod
     def build(
         cls,
         user: User,
         message: str,
-        document: MemoryDocument,
+        context: ChatContext,
         *,
-        history_count: int,
-        key: str | None,
+        episode_ids: tuple[str, str],
+        keyed: bool,
     ) -> Turn:
-        turn_key = key if key is not None else uuid.uuid4().hex
-        user_id, reply_id = (
-            str(uuid.uuid5(_EPISODE_NAMESPACE, f"{user.id}/chat/{turn_key}/{role}"))
-            for role in _ROLES
-        )
+        """The turn of `message` on `context` (read with `episode_ids` as its turn ids when the
+        client sent a key: `stored` is then the turn an earlier try stored)."""
         prompt = [
-            ChatMessage(role="system", content=system_prompt(document)),
-            *history(document.episodic_memory, history_count),
+            ChatMessage(role="system", content=system_prompt(context)),
+            *history(context.recent_episodes),
             ChatMessage(role="user", content=message),
         ]
-        stored = _stored_turn(document, message, user_id, reply_id) if key is not None else None
-        return cls(user, message, document, prompt, (user_id, reply_id), stored)
+        stored = _stored_turn(context.turn_episodes, message, *episode_ids) if keyed else None
+        return cls(user, message, context, prompt, episode_ids, stored)
 
     def episodes(
         self, reply: str, *, max_bytes: int, interrupted: bool = False
@@ -170,16 +176,16 @@ def storable_text(text: str) -> str:
     return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
 
 
-def stored_turn_of(turn: Turn, document: MemoryDocument) -> TurnResult | None:
-    """The turn as `document` holds it (stored by an earlier try with the same key), if so."""
-    return _stored_turn(document, turn.message, *turn.episode_ids)
+def stored_turn_of(turn: Turn, context: ChatContext) -> TurnResult | None:
+    """The turn as `context` holds it (stored by an earlier try with the same key), if so."""
+    return _stored_turn(context.turn_episodes, turn.message, *turn.episode_ids)
 
 
 def _stored_turn(
-    document: MemoryDocument, message: str, user_id: str, reply_id: str
+    episodes: list[JsonObject], message: str, user_id: str, reply_id: str
 ) -> TurnResult | None:
     """The turn an earlier try with the same key stored; a different message is a conflict."""
-    by_id = {e.get("id"): e for e in document.episodic_memory}
+    by_id = {e.get("id"): e for e in episodes}
     asked, replied = by_id.get(user_id), by_id.get(reply_id)
     if asked is not None and asked.get("content") != message:
         raise IdempotencyConflict("this Idempotency-Key was used with a different message")
