@@ -8,7 +8,7 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -17,6 +17,38 @@ BACKEND_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = BACKEND_DIR.parent
 
 LIST_CAP_LIMIT = 10_000  # the SQL functions clamp any cap to this as well
+# PostgreSQL's built-in text search configurations (`\dF`): SEARCH_TEXT_CONFIG names one.
+TextSearchConfig = Literal[
+    "simple",
+    "arabic",
+    "armenian",
+    "basque",
+    "catalan",
+    "danish",
+    "dutch",
+    "english",
+    "finnish",
+    "french",
+    "german",
+    "greek",
+    "hindi",
+    "hungarian",
+    "indonesian",
+    "irish",
+    "italian",
+    "lithuanian",
+    "nepali",
+    "norwegian",
+    "portuguese",
+    "romanian",
+    "russian",
+    "serbian",
+    "spanish",
+    "swedish",
+    "tamil",
+    "turkish",
+    "yiddish",
+]
 
 
 class Backend(StrEnum):
@@ -66,6 +98,19 @@ class Settings(BaseSettings):
     episodic_soft_cap: int = Field(default=200, ge=2)
     episodic_keep_after_compaction: int | None = Field(default=None, ge=0)
 
+    # --- recall (the conversation log) -----------------------------------------------------
+    # PostgreSQL text search configuration: english stems and drops English stop words; use
+    # simple (or another language's) for conversations in other languages.
+    search_text_config: TextSearchConfig = "english"
+    recall_k: int = Field(default=5, ge=0, le=50)
+    embedding_base_url: str | None = None
+    embedding_model: str | None = None
+    embedding_api_key: SecretStr | None = None
+    embedding_dimensions: int | None = Field(default=None, ge=1, le=16000)
+    embedding_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # Weight of the vector ranking against the text ranking (1.0) in hybrid search's fusion.
+    search_vector_weight: float = Field(default=0.5, ge=0, le=10)
+
     # --- HTTP -------------------------------------------------------------------------------
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -85,7 +130,7 @@ class Settings(BaseSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
-    @field_validator("supabase_url", "supabase_jwks_url", "llm_base_url")
+    @field_validator("supabase_url", "supabase_jwks_url", "llm_base_url", "embedding_base_url")
     @classmethod
     def _strip_trailing_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else None
@@ -108,7 +153,13 @@ class Settings(BaseSettings):
             raise ValueError("MEMORY_BACKEND=supabase needs SUPABASE_URL and SUPABASE_KEY")
         if self.backend is Backend.POSTGRES and not self.database_url:
             raise ValueError("MEMORY_BACKEND=postgres needs DATABASE_URL")
+        if self.embedding_base_url and not self.embedding_model:
+            raise ValueError("EMBEDDING_BASE_URL needs EMBEDDING_MODEL")
         return self
+
+    @property
+    def embeddings_configured(self) -> bool:
+        return bool(self.embedding_base_url and self.embedding_model)
 
     @model_validator(mode="after")
     def _compaction_fits(self) -> Self:

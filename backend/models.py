@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, Field
@@ -84,6 +84,34 @@ class MemoryDocument(BaseModel):
     updated_at: datetime | None = None
 
 
+MAX_SEARCH_LIMIT = 50  # results per search request
+
+
+class SearchHit(BaseModel):
+    """One episode of the conversation log that matched a search, with its score."""
+
+    id: str
+    created_at: Any = None  # the episode's own created_at, as stored
+    score: float
+    episode: JsonObject
+
+
+class SearchResult(BaseModel):
+    """Search answers: `mode` text (full-text only) or hybrid (full-text fused with vectors)."""
+
+    mode: Literal["text", "hybrid"]
+    results: list[SearchHit]
+
+
+@dataclass(frozen=True, slots=True)
+class Recall:
+    """What a chat turn searches its log with: the user's message (and its embedding)."""
+
+    query: str
+    k: int
+    embedding: list[float] | None = None
+
+
 class ChatContext(BaseModel):
     """What one chat turn's prompt uses, read in one call: the object fields, the instructions,
     the newest episodic items, how many are stored, and the turn's own items when a keyed retry
@@ -96,6 +124,7 @@ class ChatContext(BaseModel):
     recent_episodes: list[JsonObject] = Field(default_factory=list)
     episode_count: int = 0
     turn_episodes: list[JsonObject] = Field(default_factory=list)
+    recalled: list[SearchHit] = Field(default_factory=list)
     version: int = 0
 
 

@@ -172,6 +172,84 @@ revoke all on table public.memories from public, anon, authenticated;
 grant select, insert, update, delete on table public.memories to authenticated;
 
 -- ---------------------------------------------------------------------------------------
+-- The conversation log: every episode ever appended to episodic_memory, one row each, written
+-- by the same function call as the append. episodic_memory is the window the prompt uses (capped
+-- and compacted); the log loses nothing until the user forgets an episode (DELETE by id) or
+-- erases the memory. `search` holds the episode's words (its string values; id, created_at and
+-- role aside) in the text search configuration the service was configured with when it wrote
+-- the row.
+-- ---------------------------------------------------------------------------------------
+create table if not exists public.memory_episodes (
+  user_id uuid not null references auth.users (id) on delete cascade,
+  id text not null,
+  seq bigint generated always as identity,
+  item jsonb not null constraint memory_episodes_item_is_object check (jsonb_typeof(item) = 'object'),
+  search tsvector not null,
+  primary key (user_id, id)
+);
+create index if not exists memory_episodes_search on public.memory_episodes using gin (search);
+create index if not exists memory_episodes_user_seq on public.memory_episodes (user_id, seq);
+comment on table public.memory_episodes is
+  'Every episode of every conversation (episodic_memory is its recent window); searchable.';
+
+alter table public.memory_episodes enable row level security;
+
+drop policy if exists memory_episodes_select_own on public.memory_episodes;
+create policy memory_episodes_select_own on public.memory_episodes
+  for select to authenticated
+  using ((select auth.uid()) = user_id);
+
+drop policy if exists memory_episodes_insert_own on public.memory_episodes;
+create policy memory_episodes_insert_own on public.memory_episodes
+  for insert to authenticated
+  with check ((select auth.uid()) = user_id);
+
+drop policy if exists memory_episodes_update_own on public.memory_episodes;
+create policy memory_episodes_update_own on public.memory_episodes
+  for update to authenticated
+  using ((select auth.uid()) = user_id)
+  with check ((select auth.uid()) = user_id);
+
+drop policy if exists memory_episodes_delete_own on public.memory_episodes;
+create policy memory_episodes_delete_own on public.memory_episodes
+  for delete to authenticated
+  using ((select auth.uid()) = user_id);
+
+revoke all on table public.memory_episodes from public, anon, authenticated;
+grant select, insert, update, delete on table public.memory_episodes to authenticated;
+
+-- Embeddings of logged episodes, for hybrid search, where pgvector is installed (Supabase:
+-- Database > Extensions > vector, in schema `extensions`). Without it the schema still applies
+-- and search is full-text only. Searched by an exact scan of the user's own rows, never by a
+-- shared approximate index that could return too few of them.
+do $$
+begin
+  if not exists (select from pg_catalog.pg_extension where extname = 'vector')
+     and exists (select from pg_catalog.pg_available_extensions where name = 'vector') then
+    create schema if not exists extensions;
+    create extension if not exists vector with schema extensions;
+  end if;
+  if exists (select from pg_catalog.pg_extension where extname = 'vector') then
+    create table if not exists public.memory_episode_vectors (
+      user_id uuid not null,
+      id text not null,
+      embedding extensions.vector not null,
+      primary key (user_id, id),
+      foreign key (user_id, id) references public.memory_episodes (user_id, id) on delete cascade
+    );
+    alter table public.memory_episode_vectors enable row level security;
+    drop policy if exists memory_episode_vectors_own on public.memory_episode_vectors;
+    create policy memory_episode_vectors_own on public.memory_episode_vectors
+      for all to authenticated
+      using ((select auth.uid()) = user_id)
+      with check ((select auth.uid()) = user_id);
+    revoke all on table public.memory_episode_vectors from public, anon, authenticated;
+    grant select, insert, update, delete on table public.memory_episode_vectors to authenticated;
+  end if;
+end
+$$;
+
+-- ---------------------------------------------------------------------------------------
 -- Helpers
 -- ---------------------------------------------------------------------------------------
 
@@ -257,6 +335,62 @@ begin
 end
 $$;
 
+-- Store embeddings ({"<episode id>": [numbers], …}) of the calling user's logged episodes;
+-- ids not in the log are skipped. Returns how many were stored. Needs pgvector (the table
+-- exists only with it): the service sends embeddings only when it is configured for them.
+create or replace function public.memory_save_embeddings(p_embeddings jsonb)
+returns integer
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  v_uid uuid := public.memory_require_user();
+  v_count integer;
+begin
+  if jsonb_typeof(p_embeddings) is distinct from 'object' then
+    raise exception 'embeddings are a JSON object of episode id to vector' using errcode = '22023';
+  end if;
+  insert into public.memory_episode_vectors as v (user_id, id, embedding)
+  select v_uid, e.key, e.value::text::extensions.vector
+    from jsonb_each(p_embeddings) as e
+    join public.memory_episodes as l on l.user_id = v_uid and l.id = e.key
+  on conflict (user_id, id) do update set embedding = excluded.embedding;
+  get diagnostics v_count = row_count;
+  return v_count;
+end
+$$;
+
+-- Log episodes (normalized episodic_memory items) in the conversation log, with the embeddings
+-- given for them. An id logged before keeps its row, its content updated if it changed.
+create or replace function public.memory_log_episodes(
+  p_uid uuid,
+  p_items jsonb,
+  p_config text,
+  p_embeddings jsonb default null
+)
+returns void
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  v_config regconfig := coalesce(p_config, 'english')::regconfig;
+begin
+  insert into public.memory_episodes as l (user_id, id, item, search)
+  select p_uid, e ->> 'id', e,
+         jsonb_to_tsvector(v_config, e - 'id' - 'created_at' - 'role', '["string"]')
+    from jsonb_array_elements(p_items) as e
+  on conflict (user_id, id) do update set item = excluded.item, search = excluded.search
+    where l.item is distinct from excluded.item;
+  if p_embeddings is not null and p_embeddings <> '{}'::jsonb then
+    perform public.memory_save_embeddings(p_embeddings);
+  end if;
+end
+$$;
+
 -- ---------------------------------------------------------------------------------------
 -- Writes. Each returns {"value"|"items": …, "version": n, "updated_at": t}.
 -- p_expected_version (If-Match): null = unconditional; 0 = only if no row exists yet;
@@ -264,10 +398,14 @@ $$;
 -- ---------------------------------------------------------------------------------------
 
 -- Replace a field's whole value (list items are normalized: id and created_at).
+-- On episodic_memory the log gains every item of the new window (a changed item is updated
+-- there); items the window no longer holds stay in the log.
+drop function if exists public.memory_set_field(text, jsonb, bigint);
 create or replace function public.memory_set_field(
   p_field text,
   p_value jsonb,
-  p_expected_version bigint default null
+  p_expected_version bigint default null,
+  p_config text default 'english'
 )
 returns jsonb
 language plpgsql
@@ -314,6 +452,9 @@ begin
 
   if v_result is null then
     raise exception 'memory is not at version %', p_expected_version using errcode = 'PT412';
+  end if;
+  if p_field = 'episodic_memory' then
+    perform public.memory_log_episodes(v_uid, p_value, p_config);
   end if;
   return v_result;
 end
@@ -384,7 +525,10 @@ $$;
 --
 -- The previous version had no key parameter. CREATE OR REPLACE with another parameter list
 -- would add a second overload, which PostgREST can not choose between (PGRST203): drop it.
+-- Episodes appended to episodic_memory are logged by the same call (p_config: the text search
+-- configuration; p_embeddings: {"<id>": vector} for items embedded already).
 drop function if exists public.memory_append_items(text, jsonb, integer);
+drop function if exists public.memory_append_items(text, jsonb, integer, text);
 
 -- The newest p_cap items of a list (all of it when it is not longer). plpgsql, not SQL: an
 -- inlined SQL function would evaluate its (list || new items) argument once per use.
@@ -412,7 +556,9 @@ create or replace function public.memory_append_items(
   p_field text,
   p_items jsonb,
   p_cap integer default 500,
-  p_idempotency_key text default null
+  p_idempotency_key text default null,
+  p_config text default 'english',
+  p_embeddings jsonb default null
 )
 returns jsonb
 language plpgsql
@@ -468,6 +614,9 @@ begin
        on conflict (user_id) do update set %1$I = public.memory_keep_newest(m.%1$I || $2, $3)
        returning m.version, m.updated_at', p_field)
       into v_version, v_updated_at using v_uid, v_new, v_cap;
+    if p_field = 'episodic_memory' then
+      perform public.memory_log_episodes(v_uid, v_new, p_config, p_embeddings);
+    end if;
     return jsonb_build_object('items', v_new, 'version', v_version, 'updated_at', v_updated_at);
   end if;
 
@@ -529,6 +678,9 @@ begin
       'update public.memories as m set %1$I = $2 where m.user_id = $1
        returning m.version, m.updated_at', p_field)
       into v_version, v_updated_at using v_uid, v_list;
+    if p_field = 'episodic_memory' then
+      perform public.memory_log_episodes(v_uid, v_new, p_config, p_embeddings);
+    end if;
   end if;
 
   return jsonb_build_object('items', v_out, 'version', v_version, 'updated_at', v_updated_at);
@@ -557,11 +709,21 @@ begin
      returning jsonb_build_object(''version'', m.version, ''updated_at'', m.updated_at)',
     p_field)
     into v_result using v_uid, p_item_id;
+  -- Forgetting an episode forgets it in the log too, also once compaction took it out of the
+  -- window.
+  if p_field = 'episodic_memory' then
+    delete from public.memory_episodes as l where l.user_id = v_uid and l.id = p_item_id;
+    if found and v_result is null then
+      select jsonb_build_object('version', m.version, 'updated_at', m.updated_at) into v_result
+        from public.memories as m where m.user_id = v_uid;
+    end if;
+  end if;
   return v_result;
 end
 $$;
 
--- Erase the calling user's whole memory. Returns whether there was a row.
+-- Erase the calling user's whole memory, the conversation log included. Returns whether there
+-- was anything.
 create or replace function public.memory_erase()
 returns boolean
 language plpgsql
@@ -571,9 +733,12 @@ set search_path = ''
 as $$
 declare
   v_uid uuid := public.memory_require_user();
+  v_logged boolean;
 begin
+  delete from public.memory_episodes where user_id = v_uid;
+  v_logged := found;
   delete from public.memories where user_id = v_uid;
-  return found;
+  return found or v_logged;
 end
 $$;
 
@@ -743,12 +908,141 @@ begin
 end
 $$;
 
+-- Search the calling user's conversation log.
+-- Full text (always): the question's words with OR semantics, ranked like BM25: each word counts
+-- with its inverse document frequency among the user's episodes (a word most episodes hold
+-- counts little) times ts_rank's saturating count of it in the episode. Candidates come from the
+-- GIN index, by the rarest words first (up to about 5000 episodes), so a question full of common
+-- words does not rank the whole log.
+-- Hybrid (p_embedding, the question's embedding in pgvector's text form): also ranks the user's
+-- vectors by cosine distance (an exact scan of this user's rows, never a shared approximate
+-- index), and fuses both rankings by weighted reciprocal rank fusion:
+--   score = 1 / (60 + text rank) + p_vector_weight / (60 + vector rank).
+-- Items with ids in p_exclude are left out (chat excludes what its history window shows).
+-- Returns {"mode": "text"|"hybrid", "results": [{"id", "created_at", "score", "episode"}]}.
+create or replace function public.memory_search(
+  p_query text,
+  p_limit integer default 10,
+  p_config text default 'english',
+  p_embedding text default null,
+  p_vector_weight double precision default 0.5,
+  p_exclude text[] default null
+)
+returns jsonb
+language plpgsql
+stable
+security invoker
+set search_path = ''
+as $$
+declare
+  v_uid uuid := public.memory_require_user();
+  v_config regconfig := coalesce(p_config, 'english')::regconfig;
+  v_exclude text[] := coalesce(p_exclude, '{}');
+  v_pool integer;
+  v_total bigint;
+  v_words jsonb;
+  v_probe tsquery;
+  v_results jsonb;
+begin
+  if p_limit is null or p_limit not between 1 and 100 then
+    raise exception 'limit must be between 1 and 100' using errcode = '22023';
+  end if;
+  if p_query is null or length(p_query) > 10000 then
+    raise exception 'a query has at most 10000 characters' using errcode = '22023';
+  end if;
+  v_pool := case when p_embedding is null then p_limit else greatest(p_limit, 50) end;
+
+  select count(*) into v_total from public.memory_episodes as l where l.user_id = v_uid;
+  -- Each word of the question with its document frequency and weight (idf), rarest first.
+  select coalesce(jsonb_agg(jsonb_build_object(
+           'q', w.q, 'idf', ln(1 + (v_total - f.df + 0.5) / (f.df + 0.5)), 'df', f.df)
+           order by f.df), '[]')
+    into v_words
+    from (select distinct '''' || replace(replace(t.lexeme, '\', '\\'), '''', '''''') || '''' as q
+            from unnest(to_tsvector(v_config, p_query)) as t) as w
+    cross join lateral (
+      select count(*) as df from public.memory_episodes as l
+      where l.user_id = v_uid and l.search @@ w.q::tsquery) as f
+    where f.df > 0;
+  select string_agg(w.q, ' | ')::tsquery into v_probe
+    from (select e ->> 'q' as q,
+                 sum((e ->> 'df')::bigint) over (order by o) - (e ->> 'df')::bigint as before
+            from jsonb_array_elements(v_words) with ordinality as t(e, o)) as w
+    where w.before < 5000;
+
+  if p_embedding is null then
+    select coalesce(jsonb_agg(jsonb_build_object(
+             'id', r.id, 'created_at', r.item -> 'created_at', 'score', r.score, 'episode', r.item)
+             order by r.score desc, r.seq desc), '[]')
+      into v_results
+      from (select l.id, l.item, l.seq, s.score
+              from public.memory_episodes as l
+              cross join lateral (
+                select sum((w ->> 'idf')::double precision * ts_rank(l.search, (w ->> 'q')::tsquery))
+                  as score
+                from jsonb_array_elements(v_words) as w
+                where l.search @@ (w ->> 'q')::tsquery) as s
+              where l.user_id = v_uid and v_probe is not null and l.search @@ v_probe
+                and l.id <> all (v_exclude)
+              order by s.score desc, l.seq desc
+              limit v_pool) as r;
+    return jsonb_build_object('mode', 'text', 'results', v_results);
+  end if;
+
+  with text_ranked as (
+    select r.id, row_number() over (order by r.score desc, r.seq desc) as rank
+      from (select l.id, l.seq, s.score
+              from public.memory_episodes as l
+              cross join lateral (
+                select sum((w ->> 'idf')::double precision * ts_rank(l.search, (w ->> 'q')::tsquery))
+                  as score
+                from jsonb_array_elements(v_words) as w
+                where l.search @@ (w ->> 'q')::tsquery) as s
+              where l.user_id = v_uid and v_probe is not null and l.search @@ v_probe
+                and l.id <> all (v_exclude)
+              order by s.score desc, l.seq desc
+              limit v_pool) as r
+  ), vector_ranked as (
+    select v.id,
+           row_number() over (
+             order by v.embedding operator(extensions.<=>) p_embedding::extensions.vector) as rank
+      from public.memory_episode_vectors as v
+      where v.user_id = v_uid and v.id <> all (v_exclude)
+      order by v.embedding operator(extensions.<=>) p_embedding::extensions.vector
+      limit v_pool
+  ), fused as (
+    select coalesce(t.id, v.id) as id,
+           coalesce(1.0 / (60 + t.rank), 0)
+             + p_vector_weight * coalesce(1.0 / (60 + v.rank), 0) as score
+      from text_ranked as t full join vector_ranked as v on v.id = t.id
+  )
+  select coalesce(jsonb_agg(jsonb_build_object(
+           'id', r.id, 'created_at', r.item -> 'created_at', 'score', r.score, 'episode', r.item)
+           order by r.score desc, r.seq desc), '[]')
+    into v_results
+    from (select f.id, f.score, l.item, l.seq
+            from fused as f
+            join public.memory_episodes as l on l.user_id = v_uid and l.id = f.id
+            order by f.score desc, l.seq desc
+            limit p_limit) as r;
+  return jsonb_build_object('mode', 'hybrid', 'results', v_results);
+end
+$$;
+
 -- What one chat turn's prompt uses, and nothing more: the object fields, the instructions, the
 -- newest p_history episodic items, how many are stored (for compaction), the version, and the
--- items with the ids p_turn_ids that are stored (a keyed retry finds its own turn).
+-- items with the ids p_turn_ids that are stored (a keyed retry finds its own turn), and with
+-- p_recall_k > 0 the p_recall_k episodes of the log that best match p_recall_query (see
+-- memory_search) among those the history window does not show.
+drop function if exists public.memory_chat_context(integer, text[]);
 create or replace function public.memory_chat_context(
   p_history integer,
-  p_turn_ids text[] default null
+  p_turn_ids text[] default null,
+  p_recall_query text default null,
+  p_recall_k integer default 0,
+  p_config text default 'english',
+  p_embedding text default null,
+  p_vector_weight double precision default 0.5
 )
 returns jsonb
 language plpgsql
@@ -760,6 +1054,8 @@ declare
   v_row record;
   v_count integer;
   v_turn jsonb := '[]'::jsonb;
+  v_recent jsonb;
+  v_recalled jsonb := '[]'::jsonb;
 begin
   if p_history is null or p_history < 0 then
     raise exception 'history must be a non-negative count' using errcode = '22023';
@@ -770,9 +1066,15 @@ begin
     from public.memories as m
     where m.user_id = (select auth.uid());
   if v_row.version is null then
-    return jsonb_build_object('version', 0);
+    return jsonb_build_object('version', 0, 'recalled', v_recalled);
   end if;
   v_count := jsonb_array_length(v_row.episodic_memory);
+  v_recent := public.memory_slice(v_row.episodic_memory, v_count - p_history, v_count);
+  if coalesce(p_recall_k, 0) > 0 and coalesce(p_recall_query, '') <> '' then
+    v_recalled := public.memory_search(
+      p_recall_query, p_recall_k, p_config, p_embedding, p_vector_weight,
+      array(select e ->> 'id' from jsonb_array_elements(v_recent) as e)) -> 'results';
+  end if;
   if p_turn_ids is not null and cardinality(p_turn_ids) > 0 then
     v_turn := jsonb_path_query_array(
       v_row.episodic_memory, '$[*] ? (@.id == $ids[*])',
@@ -783,9 +1085,10 @@ begin
     'core_instructions', v_row.core_instructions,
     'long_term_summary', v_row.long_term_summary,
     'current_state', v_row.current_state,
-    'recent_episodes', public.memory_slice(v_row.episodic_memory, v_count - p_history, v_count),
+    'recent_episodes', v_recent,
     'episode_count', v_count,
     'turn_episodes', v_turn,
+    'recalled', v_recalled,
     'version', v_row.version);
 end
 $$;
@@ -800,32 +1103,38 @@ revoke all on function public.memory_require_user() from public, anon;
 revoke all on function public.memory_require_field(text, text) from public, anon;
 revoke all on function public.memory_normalize_item(jsonb) from public, anon;
 revoke all on function public.memory_keep_newest(jsonb, integer) from public, anon;
-revoke all on function public.memory_set_field(text, jsonb, bigint) from public, anon;
+revoke all on function public.memory_set_field(text, jsonb, bigint, text) from public, anon;
 revoke all on function public.memory_merge_field(text, jsonb, bigint) from public, anon;
-revoke all on function public.memory_append_items(text, jsonb, integer, text) from public, anon;
+revoke all on function public.memory_append_items(text, jsonb, integer, text, text, jsonb) from public, anon;
 revoke all on function public.memory_remove_item(text, text) from public, anon;
 revoke all on function public.memory_erase() from public, anon;
 revoke all on function public.memory_compact(text, text[], text, jsonb) from public, anon;
 revoke all on function public.memory_slice(jsonb, integer, integer) from public, anon;
 revoke all on function public.memory_read_document() from public, anon;
+revoke all on function public.memory_save_embeddings(jsonb) from public, anon;
+revoke all on function public.memory_log_episodes(uuid, jsonb, text, jsonb) from public, anon;
+revoke all on function public.memory_search(text, integer, text, text, double precision, text[]) from public, anon;
 revoke all on function public.memory_read_field(text, integer, text) from public, anon;
-revoke all on function public.memory_chat_context(integer, text[]) from public, anon;
+revoke all on function public.memory_chat_context(integer, text[], text, integer, text, text, double precision) from public, anon;
 
 grant execute on function public.memory_field_kind(text) to authenticated;
 grant execute on function public.memory_require_user() to authenticated;
 grant execute on function public.memory_require_field(text, text) to authenticated;
 grant execute on function public.memory_normalize_item(jsonb) to authenticated;
 grant execute on function public.memory_keep_newest(jsonb, integer) to authenticated;
-grant execute on function public.memory_set_field(text, jsonb, bigint) to authenticated;
+grant execute on function public.memory_set_field(text, jsonb, bigint, text) to authenticated;
 grant execute on function public.memory_merge_field(text, jsonb, bigint) to authenticated;
-grant execute on function public.memory_append_items(text, jsonb, integer, text) to authenticated;
+grant execute on function public.memory_append_items(text, jsonb, integer, text, text, jsonb) to authenticated;
 grant execute on function public.memory_remove_item(text, text) to authenticated;
 grant execute on function public.memory_erase() to authenticated;
 grant execute on function public.memory_compact(text, text[], text, jsonb) to authenticated;
 grant execute on function public.memory_slice(jsonb, integer, integer) to authenticated;
 grant execute on function public.memory_read_document() to authenticated;
+grant execute on function public.memory_save_embeddings(jsonb) to authenticated;
+grant execute on function public.memory_log_episodes(uuid, jsonb, text, jsonb) to authenticated;
+grant execute on function public.memory_search(text, integer, text, text, double precision, text[]) to authenticated;
 grant execute on function public.memory_read_field(text, integer, text) to authenticated;
-grant execute on function public.memory_chat_context(integer, text[]) to authenticated;
+grant execute on function public.memory_chat_context(integer, text[], text, integer, text, text, double precision) to authenticated;
 
 -- ---------------------------------------------------------------------------------------
 -- The service's own entry point (MEMORY_BACKEND=postgres/embedded): one round trip per
@@ -883,17 +1192,29 @@ begin
         (p_args ->> 'history')::integer,
         case jsonb_typeof(p_args -> 'turn_ids')
           when 'array' then array(select jsonb_array_elements_text(p_args -> 'turn_ids'))
-        end);
+        end,
+        p_args ->> 'recall_query', coalesce((p_args ->> 'recall_k')::integer, 0),
+        coalesce(p_args ->> 'config', 'english'), p_args ->> 'embedding',
+        coalesce((p_args ->> 'vector_weight')::double precision, 0.5));
+    when 'search' then
+      return public.memory_search(
+        p_args ->> 'query', (p_args ->> 'limit')::integer,
+        coalesce(p_args ->> 'config', 'english'), p_args ->> 'embedding',
+        coalesce((p_args ->> 'vector_weight')::double precision, 0.5));
+    when 'save_embeddings' then
+      return to_jsonb(public.memory_save_embeddings(p_args -> 'embeddings'));
     when 'set_field' then
       return public.memory_set_field(
-        p_args ->> 'field', p_args -> 'value', (p_args ->> 'expected_version')::bigint);
+        p_args ->> 'field', p_args -> 'value', (p_args ->> 'expected_version')::bigint,
+        coalesce(p_args ->> 'config', 'english'));
     when 'merge_field' then
       return public.memory_merge_field(
         p_args ->> 'field', p_args -> 'patch', (p_args ->> 'expected_version')::bigint);
     when 'append_items' then
       return public.memory_append_items(
         p_args ->> 'field', p_args -> 'items', (p_args ->> 'cap')::integer,
-        p_args ->> 'idempotency_key');
+        p_args ->> 'idempotency_key', coalesce(p_args ->> 'config', 'english'),
+        nullif(p_args -> 'embeddings', 'null'));
     when 'remove_item' then
       return public.memory_remove_item(p_args ->> 'field', p_args ->> 'item_id');
     when 'erase' then

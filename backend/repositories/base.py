@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from models import AppendResult, ChatContext, MemoryDocument, MemoryField, StoredValue, User
+from models import (
+    AppendResult,
+    ChatContext,
+    MemoryDocument,
+    MemoryField,
+    Recall,
+    SearchResult,
+    StoredValue,
+    User,
+)
 
 
 class MemoryRepository(Protocol):
@@ -31,10 +40,26 @@ class MemoryRepository(Protocol):
         ...
 
     async def chat_context(
-        self, user: User, *, history: int, turn_ids: tuple[str, str] | None = None
+        self,
+        user: User,
+        *,
+        history: int,
+        turn_ids: tuple[str, str] | None = None,
+        recall: Recall | None = None,
     ) -> ChatContext:
         """What a chat turn's prompt uses (see `ChatContext`), with the newest `history`
-        episodic items; `turn_ids` are looked up among the stored items."""
+        episodic items; `turn_ids` are looked up among the stored items; with `recall`, the
+        best matches of the conversation log outside the history window."""
+        ...
+
+    async def search(
+        self, user: User, query: str, *, limit: int, embedding: list[float] | None = None
+    ) -> SearchResult:
+        """The user's logged episodes that best match `query` (hybrid with `embedding`)."""
+        ...
+
+    async def save_embeddings(self, user: User, embeddings: dict[str, list[float]]) -> int:
+        """Store embeddings of logged episodes by id; returns how many were stored."""
         ...
 
     async def set_field(
@@ -58,10 +83,12 @@ class MemoryRepository(Protocol):
         *,
         cap: int,
         idempotency_key: str | None = None,
+        embeddings: dict[str, list[float]] | None = None,
     ) -> AppendResult:
         """Append `items`, keeping the newest `cap`. With `idempotency_key` the call is all or
         nothing: a retry of the same body answers the stored items and writes nothing; the key
-        with another body (longer, shorter, other content) is an IdempotencyConflict."""
+        with another body (longer, shorter, other content) is an IdempotencyConflict.
+        episodic_memory items are logged by the same call, with `embeddings` by item id."""
         ...
 
     async def remove_item(self, user: User, field: MemoryField, item_id: str) -> bool:
@@ -69,7 +96,7 @@ class MemoryRepository(Protocol):
         ...
 
     async def erase(self, user: User) -> bool:
-        """Delete the user's row; True when there was one."""
+        """Delete the user's row and conversation log; True when there was anything."""
         ...
 
     async def ping(self) -> None:

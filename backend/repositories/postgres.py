@@ -20,7 +20,17 @@ import asyncpg
 
 from config import Settings
 from errors import ServiceError, StorageError, StorageUnavailable
-from models import AppendResult, ChatContext, MemoryDocument, MemoryField, StoredValue, User
+from models import (
+    AppendResult,
+    ChatContext,
+    MemoryDocument,
+    MemoryField,
+    Recall,
+    SearchResult,
+    StoredValue,
+    User,
+)
+from repositories.sql_values import vector_text
 from repositories.storage_errors import error_for_sqlstate, field_value, validated
 
 logger = logging.getLogger(__name__)
@@ -49,6 +59,8 @@ class PostgresMemoryRepository:
     def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
         self._pool = pool
         self._timeout = settings.storage_timeout_seconds
+        self._text_config = settings.search_text_config
+        self._vector_weight = settings.search_vector_weight
         self._claims: dict[str, str] = {}
         # First come, first served for the pool's connections. asyncpg's pool queue lets a
         # newcomer take a just-released connection before a woken waiter gets to it, so under
@@ -105,15 +117,54 @@ class PostgresMemoryRepository:
         return field_value(field, await self.call(user, "read_field", args))
 
     async def chat_context(
-        self, user: User, *, history: int, turn_ids: tuple[str, str] | None = None
+        self,
+        user: User,
+        *,
+        history: int,
+        turn_ids: tuple[str, str] | None = None,
+        recall: Recall | None = None,
     ) -> ChatContext:
-        args = {"history": history, "turn_ids": list(turn_ids) if turn_ids else None}
+        args: dict[str, Any] = {
+            "history": history,
+            "turn_ids": list(turn_ids) if turn_ids else None,
+        }
+        if recall is not None and recall.k > 0:
+            args |= {
+                "recall_query": recall.query,
+                "recall_k": recall.k,
+                "config": self._text_config,
+                "embedding": vector_text(recall.embedding),
+                "vector_weight": self._vector_weight,
+            }
         return validated(ChatContext, await self.call(user, "chat_context", args))
+
+    async def search(
+        self, user: User, query: str, *, limit: int, embedding: list[float] | None = None
+    ) -> SearchResult:
+        args = {
+            "query": query,
+            "limit": limit,
+            "config": self._text_config,
+            "embedding": vector_text(embedding),
+            "vector_weight": self._vector_weight,
+        }
+        return validated(SearchResult, await self.call(user, "search", args))
+
+    async def save_embeddings(self, user: User, embeddings: dict[str, list[float]]) -> int:
+        stored = await self.call(user, "save_embeddings", {"embeddings": embeddings})
+        if not isinstance(stored, int):
+            raise StorageError()
+        return stored
 
     async def set_field(
         self, user: User, field: MemoryField, value: Any, *, expected_version: int | None
     ) -> StoredValue:
-        args = {"field": field.value, "value": value, "expected_version": expected_version}
+        args = {
+            "field": field.value,
+            "value": value,
+            "expected_version": expected_version,
+            "config": self._text_config,
+        }
         return validated(StoredValue, await self.call(user, "set_field", args))
 
     async def merge_field(
@@ -135,12 +186,15 @@ class PostgresMemoryRepository:
         *,
         cap: int,
         idempotency_key: str | None = None,
+        embeddings: dict[str, list[float]] | None = None,
     ) -> AppendResult:
         args = {
             "field": field.value,
             "items": items,
             "cap": cap,
             "idempotency_key": idempotency_key,
+            "config": self._text_config,
+            "embeddings": embeddings or None,
         }
         return validated(AppendResult, await self.call(user, "append_items", args))
 

@@ -29,12 +29,22 @@ from errors import (
     StorageError,
     StorageUnavailable,
 )
-from models import AppendResult, ChatContext, MemoryDocument, MemoryField, StoredValue, User
+from models import (
+    AppendResult,
+    ChatContext,
+    MemoryDocument,
+    MemoryField,
+    Recall,
+    SearchResult,
+    StoredValue,
+    User,
+)
 from repositories.postgrest_clients import (
     SupabaseCredentials,
     anon_postgrest_client,
     user_postgrest_client,
 )
+from repositories.sql_values import vector_text
 from repositories.storage_errors import error_for_sqlstate, field_value, validated
 
 logger = logging.getLogger(__name__)
@@ -84,6 +94,8 @@ class SupabaseMemoryRepository:
         self._credentials = SupabaseCredentials.from_settings(settings)
         self._http = http
         self._timeout = settings.storage_timeout_seconds
+        self._text_config = settings.search_text_config
+        self._vector_weight = settings.search_vector_weight
 
     def _client(self, user: User) -> AsyncPostgrestClient:
         if not user.token:
@@ -159,17 +171,54 @@ class SupabaseMemoryRepository:
         return field_value(field, await self._rpc(user, "memory_read_field", args))
 
     async def chat_context(
-        self, user: User, *, history: int, turn_ids: tuple[str, str] | None = None
+        self,
+        user: User,
+        *,
+        history: int,
+        turn_ids: tuple[str, str] | None = None,
+        recall: Recall | None = None,
     ) -> ChatContext:
         args: dict[str, Any] = {"p_history": history}
         if turn_ids:
             args["p_turn_ids"] = list(turn_ids)
+        if recall is not None and recall.k > 0:
+            args |= {
+                "p_recall_query": recall.query,
+                "p_recall_k": recall.k,
+                "p_config": self._text_config,
+                "p_embedding": vector_text(recall.embedding),
+                "p_vector_weight": self._vector_weight,
+            }
         return validated(ChatContext, await self._rpc(user, "memory_chat_context", args))
+
+    async def search(
+        self, user: User, query: str, *, limit: int, embedding: list[float] | None = None
+    ) -> SearchResult:
+        args = {
+            "p_query": query,
+            "p_limit": limit,
+            "p_config": self._text_config,
+            "p_embedding": vector_text(embedding),
+            "p_vector_weight": self._vector_weight,
+        }
+        return validated(SearchResult, await self._rpc(user, "memory_search", args))
+
+    async def save_embeddings(self, user: User, embeddings: dict[str, list[float]]) -> int:
+        stored = await self._rpc(user, "memory_save_embeddings", {"p_embeddings": embeddings})
+        if not isinstance(stored, int) or isinstance(stored, bool):
+            logger.error("unexpected Supabase result for memory_save_embeddings")
+            raise StorageError()
+        return stored
 
     async def set_field(
         self, user: User, field: MemoryField, value: Any, *, expected_version: int | None
     ) -> StoredValue:
-        args = {"p_field": field.value, "p_value": value, "p_expected_version": expected_version}
+        args = {
+            "p_field": field.value,
+            "p_value": value,
+            "p_expected_version": expected_version,
+            "p_config": self._text_config,
+        }
         return validated(StoredValue, await self._rpc(user, "memory_set_field", args))
 
     async def merge_field(
@@ -191,12 +240,19 @@ class SupabaseMemoryRepository:
         *,
         cap: int,
         idempotency_key: str | None = None,
+        embeddings: dict[str, list[float]] | None = None,
     ) -> AppendResult:
-        """One RPC; `p_idempotency_key` only when there is a key (a keyless call is the same
-        request as before the function took a key)."""
-        args: dict[str, Any] = {"p_field": field.value, "p_items": items, "p_cap": cap}
+        """One RPC; `p_idempotency_key` and `p_embeddings` only when given."""
+        args: dict[str, Any] = {
+            "p_field": field.value,
+            "p_items": items,
+            "p_cap": cap,
+            "p_config": self._text_config,
+        }
         if idempotency_key is not None:
             args["p_idempotency_key"] = idempotency_key
+        if embeddings:
+            args["p_embeddings"] = embeddings
         return validated(AppendResult, await self._rpc(user, "memory_append_items", args))
 
     async def remove_item(self, user: User, field: MemoryField, item_id: str) -> bool:

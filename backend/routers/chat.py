@@ -22,6 +22,7 @@ from models import ErrorOut, JsonObject
 from services.chat.llm import LLMService
 from services.chat.service import ChatService
 from services.chat.stream import ChatEvent, StreamingTurn
+from services.chat.turn import TurnResult
 
 router = APIRouter(prefix="/api", tags=["chat"])
 
@@ -73,7 +74,9 @@ async def chat_service(services: ServicesDep) -> ChatService:
     settings = services.settings
     if not settings.llm_configured:
         raise LLMNotConfigured()
-    return ChatService(services.memory, LLMService(services.http, settings), settings)
+    return ChatService(
+        services.memory, services.recall, LLMService(services.http, settings), settings
+    )
 
 
 ChatDep = Annotated[ChatService, Depends(chat_service)]
@@ -100,11 +103,14 @@ async def _encode(events: AsyncGenerator[ChatEvent, None]) -> AsyncGenerator[str
 class ChatEventStream(StreamingResponse):
     """A streamed turn as server-sent events. However the stream ends — completed, failed
     upstream, or the client gone (the server cancels the body, or a send fails) — the turn is
-    closed before this returns (storing a partial reply), then compacted if it stored."""
+    closed before this returns (storing a partial reply), then embedded and compacted if it
+    stored."""
 
     media_type = "text/event-stream"
 
-    def __init__(self, turn: StreamingTurn, after: Callable[[], Awaitable[None]] | None) -> None:
+    def __init__(
+        self, turn: StreamingTurn, after: Callable[[TurnResult], Awaitable[None]] | None
+    ) -> None:
         self._encoder = _encode(turn.events())
         super().__init__(
             self._encoder, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -121,8 +127,8 @@ class ChatEventStream(StreamingResponse):
             with anyio.CancelScope(shield=True):
                 await self._encoder.aclose()
             stored = await self._turn.close()
-        if stored and self._after is not None:
-            await self._after()
+        if stored and self._after is not None and self._turn.result is not None:
+            await self._after(self._turn.result)
 
 
 @router.post(
@@ -151,10 +157,10 @@ async def chat_turn(
     idempotency_key: TurnKey = None,
 ) -> Any:
     turn = await service.begin(user, body.message, idempotency_key=idempotency_key)
-    compact = partial(service.compact_if_needed, turn) if turn.stored is None else None
+    after = partial(service.after_turn, turn) if turn.stored is None else None
     if body.stream:
-        return ChatEventStream(await service.stream(turn), compact)
+        return ChatEventStream(await service.stream(turn), after)
     result = await service.reply(turn)
-    if compact is not None:
-        background.add_task(compact)
+    if after is not None:
+        background.add_task(after, result)
     return ChatReply(reply=result.reply, episodes=result.episodes)

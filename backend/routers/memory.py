@@ -9,17 +9,19 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, Path, Query, Response, status
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response, status
 
 from deps import CurrentUserDep, ServicesDep
-from errors import VersionMismatch
+from errors import InvalidValue, VersionMismatch
 from models import (
     FIELD_KINDS,
+    MAX_SEARCH_LIMIT,
     ErrorOut,
     FieldKind,
     JsonObject,
     MemoryDocument,
     MemoryField,
+    SearchResult,
 )
 from services.memory_service import (
     MAX_ITEMS_PER_APPEND,
@@ -29,6 +31,8 @@ from services.memory_service import (
 )
 
 router = APIRouter(prefix="/api/memory", tags=["memory"])
+
+MAX_QUERY_CHARS = 1000
 
 _ERROR_TEXT = {
     400: "the body can not be read as JSON text (e.g. it is not UTF-8)",
@@ -143,6 +147,33 @@ async def read_memory(user: CurrentUserDep, memory: MemoryDep, response: Respons
 async def erase_memory(user: CurrentUserDep, memory: MemoryDep) -> Response:
     await memory.erase(user)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/search",
+    summary="Search the conversation log (every episode ever appended, not only the window)",
+    response_model=SearchResult,
+    responses=errors(422),
+)
+async def search_log(
+    request: Request,
+    user: CurrentUserDep,
+    services: ServicesDep,
+    q: Annotated[
+        str,
+        Query(
+            min_length=1,
+            max_length=MAX_QUERY_CHARS,
+            pattern=r"^[^\x00]*$",  # PostgreSQL text holds no NUL
+            description="Words or a question; any word may match (OR), rarer words count more",
+        ),
+    ],
+    limit: Annotated[int, Query(ge=1, le=MAX_SEARCH_LIMIT)] = 10,
+) -> Any:
+    unknown = sorted(set(request.query_params) - {"q", "limit"})
+    if unknown:  # a misspelt parameter would otherwise search with its default silently
+        raise InvalidValue(f"unknown query parameter: {unknown[0]!r} (use q and limit)")
+    return await services.recall.search(user, q, limit=limit)
 
 
 @router.get(

@@ -17,6 +17,8 @@ from repositories.base import MemoryRepository
 from services.auth.jwks import JwksCache
 from services.auth.verifier import TokenVerifier
 from services.memory_service import MemoryService
+from services.recall.embeddings import EmbeddingsClient
+from services.recall.service import RecallService
 from services.storage.embedded_postgres import EmbeddedPostgres
 from services.storage.embedded_users import EmbeddedUserDirectory
 
@@ -27,13 +29,15 @@ class Services:
     http: httpx.AsyncClient
     repository: MemoryRepository
     memory: MemoryService
+    recall: RecallService
     verifier: TokenVerifier
     embedded: EmbeddedPostgres | None = None
     users: EmbeddedUserDirectory | None = None  # the embedded backend records users on sight
 
 
 def new_http_client(settings: Settings) -> httpx.AsyncClient:
-    """The one pooled HTTP client (Supabase, JWKS, LLM); per-call timeouts are set by callers."""
+    """The one pooled HTTP client (Supabase, JWKS, LLM, embeddings); per-call timeouts are set by
+    callers."""
     return httpx.AsyncClient(
         timeout=httpx.Timeout(settings.storage_timeout_seconds),
         limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
@@ -103,6 +107,11 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             http=http,
             repository=storage.repository,
             memory=MemoryService(storage.repository, settings),
+            recall=RecallService(
+                storage.repository,
+                EmbeddingsClient(http, settings) if settings.embeddings_configured else None,
+                settings,
+            ),
             verifier=TokenVerifier(settings, jwks),
             embedded=storage.embedded,
             users=storage.users,

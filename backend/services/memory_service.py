@@ -24,6 +24,7 @@ from models import (
     FieldKind,
     MemoryDocument,
     MemoryField,
+    Recall,
     StoredValue,
     User,
 )
@@ -114,10 +115,17 @@ class MemoryService:
         return await self._repository.read_field(user, field, limit=limit, before=before)
 
     async def chat_context(
-        self, user: User, *, history: int, turn_ids: tuple[str, str] | None = None
+        self,
+        user: User,
+        *,
+        history: int,
+        turn_ids: tuple[str, str] | None = None,
+        recall: Recall | None = None,
     ) -> ChatContext:
         """What a chat turn's prompt uses, in one read (see `ChatContext`)."""
-        return await self._repository.chat_context(user, history=history, turn_ids=turn_ids)
+        return await self._repository.chat_context(
+            user, history=history, turn_ids=turn_ids, recall=recall
+        )
 
     async def read_db_field(self, user: User, field: str, default: Any = _MISSING) -> Any:
         """The seed's read: the stored value of `field`. `default` (else the field's empty value)
@@ -173,6 +181,7 @@ class MemoryService:
         items: Any,
         *,
         idempotency_key: str | None = None,
+        embeddings: dict[str, list[float]] | None = None,
     ) -> AppendResult:
         """Append one item or up to 100. With an idempotency key the SQL function decides, in
         the same statement: a retry of the same body appends nothing and answers the stored
@@ -188,6 +197,7 @@ class MemoryService:
             batch,
             cap=self._settings.list_cap(field.value),
             idempotency_key=idempotency_key,
+            embeddings=embeddings,
         )
 
     async def remove_item(self, user: User, field: MemoryField, item_id: str) -> None:

@@ -97,6 +97,7 @@ async def test_append_is_one_rpc_with_named_arguments(
         "p_field": "episodic_memory",
         "p_items": [{"text": "hi"}],
         "p_cap": 500,
+        "p_config": "english",
     }
     assert sent.headers["authorization"] == f"Bearer {token}"
     assert sent.headers["apikey"] == API_KEY
@@ -117,6 +118,7 @@ async def test_append_with_idempotency_key_sends_it_and_a_conflict_is_409(
         "p_field": "episodic_memory",
         "p_items": [{"text": "hi"}],
         "p_cap": 500,
+        "p_config": "english",
         "p_idempotency_key": "turn-1",
     }
     route.mock(

@@ -38,6 +38,7 @@ do $grant$ begin
 end $grant$;
 grant usage, create on schema public to {owner};
 grant usage on schema auth to {owner};
+grant usage on schema extensions to {owner};
 grant select, references on auth.users to {owner};
 alter default privileges for role {owner} in schema public
   grant all on tables to anon, authenticated, service_role;
@@ -92,6 +93,17 @@ async def fresh_description(database_dsn: str) -> dict[str, list[dict[str, Any]]
         await conn.close()
 
 
+# Supabase's dashboard (Database > Extensions) enables pgvector as a superuser would; the
+# schema's owner then only uses it.
+ENABLE_PGVECTOR_WHERE_AVAILABLE = """
+do $$ begin
+  if exists (select from pg_available_extensions where name = 'vector') then
+    create extension if not exists vector with schema extensions;
+  end if;
+end $$;
+"""
+
+
 @dataclass(frozen=True)
 class SupabaseLike:
     dsn: str
@@ -109,6 +121,7 @@ async def supabase_like(server_dsn: str) -> AsyncIterator[SupabaseLike]:
             try:
                 await conn.execute(BOOTSTRAP)
                 await conn.execute(SUPABASE_OWNER_SQL.format(owner=owner))
+                await conn.execute(ENABLE_PGVECTOR_WHERE_AVAILABLE)
                 await conn.execute(f"set role {owner}")
                 await conn.execute(SCHEMA)
                 await conn.execute(SCHEMA)
@@ -292,7 +305,8 @@ class TestOverThePreviousAppendFunction:
             await conn.execute(f"set local role {supabase_like.owner}")
             if not keep_current:
                 await conn.execute(
-                    "drop function public.memory_append_items(text, jsonb, integer, text)"
+                    "drop function public.memory_append_items"
+                    "(text, jsonb, integer, text, text, jsonb)"
                 )
             await conn.execute(PREVIOUS_APPEND_SQL)
             overloads = "select count(*) from pg_proc where proname = 'memory_append_items'"

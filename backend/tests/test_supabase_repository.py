@@ -320,7 +320,12 @@ class TestSetField:
         assert_rpc(
             request,
             "memory_set_field",
-            {"p_field": "identity", "p_value": {"name": "Mia"}, "p_expected_version": 3},
+            {
+                "p_field": "identity",
+                "p_value": {"name": "Mia"},
+                "p_expected_version": 3,
+                "p_config": "english",
+            },
         )
         assert_acts_as(request, user)
 
@@ -333,7 +338,12 @@ class TestSetField:
         await repo.set_field(user, MemoryField.REWARDS, [{"id": "a"}], expected_version=None)
 
         body = json.loads(route.calls.last.request.content)
-        assert body == {"p_field": "rewards", "p_value": [{"id": "a"}], "p_expected_version": None}
+        assert body == {
+            "p_field": "rewards",
+            "p_value": [{"id": "a"}],
+            "p_expected_version": None,
+            "p_config": "english",
+        }
 
     async def test_stale_version_is_412(
         self, repo: SupabaseMemoryRepository, user: User, pgrst_mock: respx.MockRouter
@@ -400,7 +410,7 @@ class TestAppendItems:
         assert_rpc(
             request,
             "memory_append_items",
-            {"p_field": "episodic_memory", "p_items": items, "p_cap": 500},
+            {"p_field": "episodic_memory", "p_items": items, "p_cap": 500, "p_config": "english"},
         )
         assert_acts_as(request, user)
 
@@ -424,7 +434,13 @@ class TestAppendItems:
         assert_rpc(
             request,
             "memory_append_items",
-            {"p_field": "rewards", "p_items": items, "p_cap": 5, "p_idempotency_key": "turn-1"},
+            {
+                "p_field": "rewards",
+                "p_items": items,
+                "p_cap": 5,
+                "p_idempotency_key": "turn-1",
+                "p_config": "english",
+            },
         )
         assert_acts_as(request, user)
 

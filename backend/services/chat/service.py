@@ -20,6 +20,7 @@ from services.chat.llm import LLMService
 from services.chat.stream import StreamingTurn
 from services.chat.turn import Turn, TurnResult, stored_turn_of, summary_messages
 from services.memory_service import MemoryService
+from services.recall.service import RecallService
 
 logger = logging.getLogger(__name__)
 
@@ -30,21 +31,34 @@ SUMMARY = MemoryField.LONG_TERM_SUMMARY
 class ChatService:
     """Lightweight (built per request around the shared memory service and HTTP pool)."""
 
-    def __init__(self, memory: MemoryService, llm: LLMService, settings: Settings) -> None:
+    def __init__(
+        self, memory: MemoryService, recall: RecallService, llm: LLMService, settings: Settings
+    ) -> None:
         self._memory = memory
+        self._recall = recall
         self._llm = llm
         self._settings = settings
 
     async def begin(self, user: User, message: str, *, idempotency_key: str | None) -> Turn:
-        """Read the chat context (one call) and build the turn's prompt and episode ids."""
+        """Read the chat context (one call, recall included) and build the turn's prompt and
+        episode ids. The message is embedded once, for this search and for storing it."""
         episode_ids = Turn.episode_ids_for(user, idempotency_key or uuid.uuid4().hex)
         keyed = idempotency_key is not None
+        recall = await self._recall.recall_for(message)
         context = await self._memory.chat_context(
             user,
             history=self._settings.chat_history_episodes,
             turn_ids=episode_ids if keyed else None,
+            recall=recall,
         )
-        return Turn.build(user, message, context, episode_ids=episode_ids, keyed=keyed)
+        return Turn.build(
+            user,
+            message,
+            context,
+            episode_ids=episode_ids,
+            keyed=keyed,
+            embedding=recall.embedding if recall else None,
+        )
 
     async def reply(self, turn: Turn) -> TurnResult:
         """The whole reply, stored with the message; a retried stored turn answers as stored."""
@@ -80,16 +94,25 @@ class ChatService:
             return stored
 
     async def _append_turn(self, turn: Turn, reply: str, *, interrupted: bool) -> TurnResult:
+        message_id = turn.episode_ids[0]
         result = await self._memory.append_items(
             turn.user,
             EPISODES,
             turn.episodes(reply, interrupted=interrupted, max_bytes=self._settings.max_item_bytes),
+            embeddings={message_id: turn.embedding} if turn.embedding else None,
         )
         return TurnResult(reply, result.items)
 
-    async def compact_if_needed(self, turn: Turn) -> None:
-        """After a stored turn: past the soft cap, fold the oldest episodes into
-        long_term_summary. Never raises: a failure is logged and the next turn tries again."""
+    async def after_turn(self, turn: Turn, result: TurnResult) -> None:
+        """After a stored turn: embed what is not embedded yet (the reply; the message too when
+        it was not embedded for recall), then compact past the soft cap. Never raises: a
+        failure is logged; backfill embeds later and the next turn compacts."""
+        message_id = turn.episode_ids[0]
+        unembedded = [e for e in result.episodes if e.get("id") != message_id or not turn.embedding]
+        try:
+            await self._recall.embed_stored(turn.user, unembedded)
+        except ServiceError as exc:
+            logger.warning("storing the turn's embeddings failed: %s", exc.detail)
         if turn.context.episode_count + 2 <= self._settings.episodic_soft_cap:
             return
         try:

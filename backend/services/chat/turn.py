@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from errors import IdempotencyConflict
-from models import ChatContext, JsonObject, User
+from models import ChatContext, JsonObject, SearchHit, User
 from services.chat.llm import ChatMessage
 from services.memory_service import encoded_size
 
@@ -52,6 +52,20 @@ def render_items(items: list[JsonObject]) -> str:
     return "\n".join(lines)
 
 
+def render_recalled(hits: list[SearchHit]) -> str:
+    """Recalled episodes, oldest first, each with its date and who said it."""
+    lines = []
+    for hit in sorted(hits, key=lambda h: str(h.created_at or "")):
+        when = str(hit.created_at)[:10] if hit.created_at else "undated"
+        episode = hit.episode
+        if is_episode(episode):
+            lines.append(f"- {when}, {episode['role']}: {episode['content']}")
+        else:
+            body = {k: v for k, v in episode.items() if k not in _ITEM_METADATA}
+            lines.append(f"- {when}: {_text(body)}")
+    return "\n".join(lines)
+
+
 def system_prompt(context: ChatContext) -> str:
     """Preamble, then each non-empty part of the memory under its own heading."""
     sections = [
@@ -59,6 +73,7 @@ def system_prompt(context: ChatContext) -> str:
         ("Instructions", render_items(context.core_instructions)),
         ("What you remember from earlier conversations", render_object(context.long_term_summary)),
         ("Right now", render_object(context.current_state)),
+        ("Earlier moments that may matter now", render_recalled(context.recalled)),
     ]
     parts = [SYSTEM_PREAMBLE, *(f"## {title}\n{body}" for title, body in sections if body)]
     return "\n\n".join(parts)
@@ -122,6 +137,7 @@ class Turn:
     prompt: list[ChatMessage]
     episode_ids: tuple[str, str]
     stored: TurnResult | None = None
+    embedding: list[float] | None = None  # the message's, when it was embedded for recall
 
     @staticmethod
     def episode_ids_for(user: User, key: str) -> tuple[str, str]:
@@ -140,6 +156,7 @@ class Turn:
         *,
         episode_ids: tuple[str, str],
         keyed: bool,
+        embedding: list[float] | None = None,
     ) -> Turn:
         """The turn of `message` on `context` (read with `episode_ids` as its turn ids when the
         client sent a key: `stored` is then the turn an earlier try stored)."""
@@ -149,7 +166,7 @@ class Turn:
             ChatMessage(role="user", content=message),
         ]
         stored = _stored_turn(context.turn_episodes, message, *episode_ids) if keyed else None
-        return cls(user, message, context, prompt, episode_ids, stored)
+        return cls(user, message, context, prompt, episode_ids, stored, embedding)
 
     def episodes(
         self, reply: str, *, max_bytes: int, interrupted: bool = False
