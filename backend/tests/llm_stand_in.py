@@ -71,14 +71,15 @@ class LLMStandIn:
     """Answers turns with `replies` (then `Reply <n>`), streamed when asked; answers summary
     requests with `summary_text` after awaiting `before_summary` (a test's hook)."""
 
-    def __init__(self, router: respx.MockRouter) -> None:
+    def __init__(self, router: respx.MockRouter, base_url: str = "") -> None:
+        """`base_url`: for a router without one (shared with other stand-ins)."""
         self.turns: list[dict[str, Any]] = []
         self.summaries: list[dict[str, Any]] = []
         self.replies: list[str] = []
         self.summary_text = "The user loves dinosaurs and has a cat called Momo."
         self.summary_response: httpx.Response | None = None
         self.before_summary: Callable[[], Awaitable[None]] | None = None
-        self.route = router.post("/chat/completions").mock(side_effect=self.answer)
+        self.route = router.post(f"{base_url}/chat/completions").mock(side_effect=self.answer)
 
     async def answer(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
