@@ -31,12 +31,13 @@ function showError(error, doing) {
   else if (error.status === 0) text = `${doing} failed: ${error.detail}.`;
   else if (error.status === 401) text = `${doing} failed (401): ${error.detail}. Sign in again.`;
   else if (error.status === 412)
-    text = `${doing} not saved (412): ${error.detail}. Someone (another tab?) changed the memory since you loaded it; reload the memory, then edit again.`;
+    text = `${doing} failed (412): ${error.detail}. Another tab or a chat turn changed the memory after you loaded it: reload the memory, then edit again.`;
   else if (error.status === 429 || error.status === 503) {
     text = `${doing} failed (${error.status}): ${error.detail}.`;
     if (error.retryAfter !== null && !Number.isNaN(error.retryAfter))
       text += ` Retry after ${error.retryAfter} s.`;
   } else text = `${doing} failed (${error.status}): ${error.detail}.`;
+  status("");
   box.textContent = text;
   box.dataset.status = String(error.status ?? "");
   box.hidden = false;
