@@ -111,7 +111,7 @@ async def open_signed_in(browser: Browser, url: str, user_id: str = "") -> Page:
     await page.get_by_label("User id").fill(user_id)
     await page.get_by_role("button", name="Sign in (dev)").click()
     await expect(page.locator("#signed-in")).to_be_visible()
-    await expect(page.locator("#memory-version")).not_to_have_text("–")
+    await expect(page.locator("#memory-version")).not_to_have_text("not loaded")
     return page
 
 
