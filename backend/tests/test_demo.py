@@ -26,6 +26,19 @@ class TestDemoOnEmbedded:
             assert not asset.startswith(("http:", "https:", "//")), asset  # nothing from a CDN
             assert (await client.get(f"/demo/{asset}")).status_code == 200, asset
 
+    async def test_demo_redirects_and_unknown_files_are_404(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        response = await client.get("/demo")
+        assert response.status_code == 307 and response.headers["location"] == "/demo/"
+        assert (await client.get("/demo/secret.txt")).status_code == 404
+        assert (await client.get("/demo/..%2Fmain.py")).status_code == 404
+
+    async def test_sign_in_answers_post_only(self, client: httpx.AsyncClient) -> None:
+        response = await client.get("/demo/sign-in")
+        assert response.status_code == 405
+        assert response.headers["allow"] == "POST"
+
     async def test_sign_in_mints_a_token_for_a_new_user(self, client: httpx.AsyncClient) -> None:
         response = await client.post("/demo/sign-in", json={})
         assert response.status_code == 200
