@@ -9,7 +9,7 @@ from typing import Any
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.observability.metrics import HTTP_DURATION, HTTP_REQUESTS
+from services.observability.metrics import observe_request
 
 UNMATCHED = "unmatched"  # no route took the request (404s of unknown paths, early 413s)
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -50,6 +50,5 @@ class RequestMetricsMiddleware:
             await self.app(scope, receive, send_with_status)
         finally:
             method = scope["method"] if scope["method"] in _METHODS else "other"
-            labels = (route_template(scope), method, str(status))
-            HTTP_REQUESTS.labels(*labels).inc()
-            HTTP_DURATION.labels(*labels).observe(time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            observe_request(route_template(scope), method, str(status), seconds)

@@ -10,10 +10,12 @@ worker then writes its values there and a scrape of any worker adds them all up
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import re
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -127,8 +129,26 @@ def outcome_of(exc: BaseException) -> str:
 # --- functions other modules call ---------------------------------------------------------
 
 
+# A series' child looked up once (`labels()` takes a lock and hashes every call: about three
+# times the cost of the update itself). Label values are bounded sets, so is this cache.
+@functools.lru_cache(maxsize=4096)
+def _request_series(route: str, method: str, status: str) -> tuple[Any, Any]:
+    return HTTP_REQUESTS.labels(route, method, status), HTTP_DURATION.labels(route, method, status)
+
+
+@functools.lru_cache(maxsize=1024)
+def _storage_series(operation: str, backend: str, outcome: str) -> Any:
+    return STORAGE_DURATION.labels(operation, backend, outcome)
+
+
+def observe_request(route: str, method: str, status: str, seconds: float) -> None:
+    requests, duration = _request_series(route, method, status)
+    requests.inc()
+    duration.observe(seconds)
+
+
 def observe_storage_operation(operation: str, backend: str, seconds: float, outcome: str) -> None:
-    STORAGE_DURATION.labels(operation, backend, outcome).observe(seconds)
+    _storage_series(operation, backend, outcome).observe(seconds)
 
 
 def set_pool_usage(in_use: int, waiting: int) -> None:
