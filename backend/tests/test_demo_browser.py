@@ -36,7 +36,7 @@ if not Path(CHROMIUM).exists():
         raise RuntimeError(_why)
     pytest.skip(_why, allow_module_level=True)
 
-from playwright.async_api import Browser, Page, async_playwright, expect  # noqa: E402
+from playwright.async_api import Browser, Page, Route, async_playwright, expect  # noqa: E402
 
 expect.set_options(timeout=15_000)
 
@@ -222,3 +222,28 @@ class TestDemoInChromium:
         await expect(alert).to_contain_text("(401)")
         await expect(page.get_by_role("button", name="Sign in (dev)")).to_be_visible()
         await screenshot(page, "demo-errors.png")
+
+
+class TestDocsOfflineInChromium:
+    async def test_swagger_ui_and_redoc_render_with_every_other_host_blocked(
+        self, browser: Browser, live_url_without_llm: str
+    ) -> None:
+        page = await browser.new_page()
+        elsewhere: list[str] = []
+
+        async def local_only(route: Route) -> None:
+            if route.request.url.startswith(live_url_without_llm):
+                await route.continue_()
+            else:
+                elsewhere.append(route.request.url)
+                await route.abort("internetdisconnected")
+
+        await page.route("**/*", local_only)
+        await page.goto(f"{live_url_without_llm}/docs")
+        await expect(page.locator(".swagger-ui .info .title")).to_contain_text("Memory service")
+        await expect(page.locator(".opblock-summary-path").first).to_be_visible()
+        await page.goto(f"{live_url_without_llm}/redoc")
+        await expect(page.get_by_role("heading", name="Memory service (0.1.0)")).to_be_visible()
+        # Nothing the pages need comes from elsewhere (ReDoc's "powered by" logo is refused by
+        # the CSP before any request is made).
+        assert elsewhere == []
