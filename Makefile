@@ -9,7 +9,7 @@ RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP := $(VENV)/.dev-installed
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: help run test lint token bench soak fuzz wrk clean
+.PHONY: help run test lint token bench soak fuzz wrk chromium clean
 
 help:
 	@echo "make run    serve the API on HOST:PORT (default 127.0.0.1:8000; embedded Postgres unless configured)"
@@ -19,6 +19,7 @@ help:
 	@echo "make bench  print throughput/latency ratios (wrk on loopback; ~2 minutes)"
 	@echo "make soak   2 workers under load while PostgreSQL restarts; checks nothing is lost (~2 minutes)"
 	@echo "make fuzz   a deeper schemathesis run of the API (make test runs a short one)"
+	@echo "make chromium  install Debian's Chromium for the demo page's browser test (make test does)"
 
 $(PY):
 	@py=$$(tools/find-python) && echo "creating $(VENV) with $$py" && "$$py" -m venv $(VENV)
@@ -35,7 +36,7 @@ $(DEV_STAMP): backend/requirements.txt backend/requirements-dev.txt | $(PY)
 run: $(RUNTIME_STAMP)
 	cd backend && exec $(PY) main.py
 
-test: $(DEV_STAMP)
+test: $(DEV_STAMP) chromium
 	$(PY) -m pytest
 
 lint: $(DEV_STAMP)
@@ -57,6 +58,18 @@ wrk:
 	      { $$apt update -q >/dev/null && $$apt install -y -q wrk >/dev/null; } || \
 	      { echo "could not install wrk: install it (apt-get install wrk) and retry" >&2; exit 1; }; \
 	  else echo "make bench needs wrk (apt-get install wrk, brew install wrk)" >&2; exit 1; fi; }
+
+# The demo page's browser test drives Debian's Chromium (Playwright's own browser download is
+# not used). Where it can not be installed, the test skips and says why; make test goes on.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || [ -n "$$CHROMIUM_PATH" ] || { \
+	  apt="apt-get"; [ "$$(id -u)" = 0 ] || apt="sudo -n apt-get"; \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium with apt-get (for the demo page's browser test)"; \
+	    $$apt install -y -q chromium >/dev/null 2>&1 || \
+	      { $$apt update -q >/dev/null 2>&1 && $$apt install -y -q chromium >/dev/null 2>&1; } || \
+	      echo "warning: could not install chromium: the browser test will be skipped" >&2; \
+	  else echo "warning: no apt-get: install Chromium (or set CHROMIUM_PATH) to run the browser test" >&2; fi; }
 
 bench: $(DEV_STAMP) wrk
 	PYTHONPATH=backend $(PY) -m bench.run

@@ -117,6 +117,12 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_level: str = "info"
 
+    # --- demo page and metrics (issue 13) ---------------------------------------------------
+    demo_enabled: bool | None = None  # unset: on for the embedded backend only
+    metrics_enabled: bool = True
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)  # set: a separate listener
+    metrics_host: str = "127.0.0.1"
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
@@ -203,6 +209,13 @@ class Settings(BaseSettings):
 
     def list_cap(self, field: str) -> int:
         return self.memory_list_caps.get(field, self.memory_list_cap)
+
+    @property
+    def demo(self) -> bool:
+        """DEMO_ENABLED, else on for the embedded backend only."""
+        if self.demo_enabled is not None:
+            return self.demo_enabled
+        return self.backend is Backend.EMBEDDED
 
     @property
     def llm_configured(self) -> bool:

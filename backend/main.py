@@ -13,15 +13,24 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from config import Settings
 from errors import ServiceError
-from middleware import BodySizeLimitMiddleware, RequestIdMiddleware, configure_logging
-from routers import chat, health, me, memory
+from middleware import (
+    DEMO_CSP,
+    DOCS_CSP,
+    BodySizeLimitMiddleware,
+    ContentSecurityPolicyMiddleware,
+    RequestIdMiddleware,
+    configure_logging,
+)
+from routers import chat, demo, health, me, memory, metrics
 from services.auth.keys import resolve_auth_settings
 from services.container import open_services
+from services.observability.http import RequestMetricsMiddleware
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             logger.info("memory service ready (backend: %s)", settings.backend.value)
             yield
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc from the package's own assets: no CDN
         title="Memory service",
         summary="Per-user memory documents for an AI chat companion, on Supabase Postgres.",
         version="0.1.0",
@@ -71,6 +80,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(me.router)
     app.include_router(memory.router)
     app.include_router(chat.router)
+    # The demo page, /metrics and the docs' CSP (issue 13).
+    demo.include(app, settings)
+    metrics.include(app, settings)
+    app.add_middleware(
+        ContentSecurityPolicyMiddleware,
+        policies={"/demo": DEMO_CSP, "/docs": DOCS_CSP, "/redoc": DOCS_CSP},
+    )
 
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
@@ -88,6 +104,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["ETag", "Retry-After", "X-Request-ID"],
             max_age=600,
         )
+    if settings.metrics_enabled:
+        app.add_middleware(RequestMetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app
 

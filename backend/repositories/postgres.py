@@ -55,6 +55,25 @@ def storage_error_for(exc: asyncpg.PostgresError) -> ServiceError:
     return StorageError()
 
 
+class _CountedSemaphore:
+    """An asyncio.Semaphore (FIFO) that counts the tasks waiting on it. A free slot is taken
+    without suspending, so only tasks that really queue are ever counted."""
+
+    def __init__(self, slots: int) -> None:
+        self._semaphore = asyncio.Semaphore(slots)
+        self.waiting = 0
+
+    async def __aenter__(self) -> None:
+        self.waiting += 1
+        try:
+            await self._semaphore.acquire()
+        finally:
+            self.waiting -= 1
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._semaphore.release()
+
+
 class PostgresMemoryRepository:
     def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
         self._pool = pool
@@ -66,7 +85,15 @@ class PostgresMemoryRepository:
         # newcomer take a just-released connection before a woken waiter gets to it, so under
         # load some requests wait many turns (p99 several times p90). asyncio.Semaphore is
         # FIFO, and with it the pool's own queue never has waiters.
-        self._turns = asyncio.Semaphore(pool.get_max_size())
+        self._turns = _CountedSemaphore(pool.get_max_size())
+
+    def pool_in_use(self) -> int:
+        """Connections of the pool held by an operation now (metrics)."""
+        return self._pool.get_size() - self._pool.get_idle_size()
+
+    def pool_waiters(self) -> int:
+        """Operations queued for a connection now (metrics): counted, not estimated."""
+        return self._turns.waiting
 
     def _claims_of(self, user: User) -> str:
         """The user's verified claims as JSON (built once per token)."""

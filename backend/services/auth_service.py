@@ -14,6 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from errors import InvalidToken
 from models import User
 from services.auth.verifier import TokenVerifier
+from services.observability.metrics import count_auth_failure
 from services.storage.embedded_users import EmbeddedUserDirectory
 
 _bearer = HTTPBearer(
@@ -23,6 +24,12 @@ _bearer = HTTPBearer(
 )
 
 
+def failure_reason(exc: InvalidToken) -> str:
+    """The metrics label of a refused token: its short reason code when the verifier gives one
+    (`InvalidToken.reason`), else `invalid_token`. The one place that decides it."""
+    return getattr(exc, "reason", None) or "invalid_token"
+
+
 async def get_current_user(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
@@ -30,12 +37,17 @@ async def get_current_user(
     """The verified user of this request; 401 (never FastAPI's 403) for a missing, non-Bearer
     or invalid token. In the embedded backend the user is also recorded in `auth.users`."""
     if credentials is None:
+        count_auth_failure("missing")
         raise InvalidToken()
     # app.state.services is services.container.Services (not imported here: it wires this).
     services = request.app.state.services
     verifier: TokenVerifier = services.verifier
     users: EmbeddedUserDirectory | None = services.users
-    user = await verifier.verify(credentials.credentials)
+    try:
+        user = await verifier.verify(credentials.credentials)
+    except InvalidToken as exc:
+        count_auth_failure(failure_reason(exc))
+        raise
     if users is not None:
         await users.ensure(user)
     return user

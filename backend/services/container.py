@@ -17,6 +17,8 @@ from repositories.base import MemoryRepository
 from services.auth.jwks import JwksCache
 from services.auth.verifier import TokenVerifier
 from services.memory_service import MemoryService
+from services.observability.lifecycle import metrics_lifecycle
+from services.observability.storage import timed_repository
 from services.recall.embeddings import EmbeddingsClient
 from services.recall.service import RecallService
 from services.storage.embedded_postgres import EmbeddedPostgres
@@ -102,13 +104,17 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             else None
         )
         storage = await open_storage(settings, http, stack)
+        repository = storage.repository
+        if settings.metrics_enabled:  # storage metrics, and the metrics listener
+            repository = timed_repository(repository, settings.backend.value)
+            await stack.enter_async_context(metrics_lifecycle(settings))
         yield Services(
             settings=settings,
             http=http,
-            repository=storage.repository,
-            memory=MemoryService(storage.repository, settings),
+            repository=repository,
+            memory=MemoryService(repository, settings),
             recall=RecallService(
-                storage.repository,
+                repository,
                 EmbeddingsClient(http, settings) if settings.embeddings_configured else None,
                 settings,
             ),

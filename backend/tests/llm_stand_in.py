@@ -115,3 +115,25 @@ class LLMStandIn:
 
         self.route.side_effect = answer
         return lambda: released
+
+    def stream_held(self, first: list[str], rest: list[str]) -> asyncio.Event:
+        """Make the next turn stream `first`, then wait until the returned event is set, then
+        stream `rest` and finish: a test sees the reply part-way (the browser test does)."""
+        release = asyncio.Event()
+
+        async def body() -> AsyncIterator[bytes]:
+            yield chunk({"role": "assistant", "content": ""})
+            for piece in first:
+                yield text_chunk(piece)
+            await release.wait()
+            for piece in rest:
+                yield text_chunk(piece)
+            yield chunk({}, "stop") + b"data: [DONE]\n\n"
+
+        def answer(request: httpx.Request) -> httpx.Response:
+            self.turns.append(json.loads(request.content))
+            self.route.side_effect = self.answer
+            return httpx.Response(200, content=body(), headers=SSE_HEADERS)
+
+        self.route.side_effect = answer
+        return release

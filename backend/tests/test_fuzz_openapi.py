@@ -59,7 +59,10 @@ RESPONSE_CHECKS: list[CheckFunction] = [
     # list field has no PATCH), which the per-path document can not express. Routing 405s are
     # checked in test_405_lists_every_method_of_the_path.
 ]
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/redoc"})
+# /demo/sign-in: the embedded backend's dev sign-in (tests/test_demo.py)
+PUBLIC_PATHS = frozenset(
+    {"/healthz", "/readyz", "/openapi.json", "/docs", "/redoc", "/demo/sign-in"}
+)
 
 # The app's OpenAPI document does not depend on its lifespan: it is built here, at collection,
 # from the same factory; a test below checks it is the document the running app serves.

@@ -18,6 +18,7 @@ import httpx
 
 from config import Settings
 from errors import LLMNotConfigured, UpstreamError, UpstreamTimeout
+from services.observability.llm import LLMCall
 
 logger = logging.getLogger(__name__)
 
@@ -76,13 +77,28 @@ class CompletionStream:
     """An open streaming completion: `deltas()` yields text as it arrives; `aclose()` releases
     the connection (and so stops the generation upstream). Owned by one turn."""
 
-    def __init__(self, response: httpx.Response, idle_timeout: float) -> None:
+    def __init__(
+        self, response: httpx.Response, idle_timeout: float, call: LLMCall | None = None
+    ) -> None:
         self._response = response
         self._idle_timeout = idle_timeout
+        self._call = call or LLMCall("stream")
 
     async def deltas(self) -> AsyncGenerator[str, None]:
         """Text pieces from `data:` chunks until `data: [DONE]`; waiting longer than the timeout
         for the next line is a 504, a stream cut short (no [DONE], no finish_reason) a 502."""
+        try:
+            async for text in self._deltas():
+                yield text
+        except BaseException as exc:
+            if isinstance(exc, GeneratorExit):
+                self._call.finish("cancelled")  # the turn let go before the end
+            else:
+                self._call.fail(exc)
+            raise
+        self._call.finish("ok")
+
+    async def _deltas(self) -> AsyncGenerator[str, None]:
         if self._response.headers.get("content-type", "").startswith("application/json"):
             # A server that ignored `stream: true` answers one whole completion.
             with upstream_errors():
@@ -115,7 +131,9 @@ class CompletionStream:
                 payload = line[5:].strip()
                 if payload == "[DONE]":
                     return
-                text, finish = _chunk_delta(payload)
+                text, finish, usage = _chunk_delta(payload)
+                if usage is not None:
+                    self._call.usage = usage
                 finished = finished or finish
                 if text:
                     yield text
@@ -123,12 +141,13 @@ class CompletionStream:
             raise _malformed("the stream ended before [DONE]")
 
     async def aclose(self) -> None:
+        self._call.finish("cancelled")  # no-op when the stream was read to its end
         await self._response.aclose()
 
 
-def _chunk_delta(payload: str) -> tuple[str, bool]:
-    """(`choices[0].delta.content` or "", whether a finish_reason came) of one chunk. Chunks
-    with empty or null `choices` (usage-only) carry no text."""
+def _chunk_delta(payload: str) -> tuple[str, bool, Any]:
+    """(`choices[0].delta.content` or "", whether a finish_reason came, its `usage`) of one
+    chunk. Chunks with empty or null `choices` (usage-only) carry no text."""
     try:
         chunk = json.loads(payload)
     except ValueError:
@@ -137,11 +156,12 @@ def _chunk_delta(payload: str) -> tuple[str, bool]:
         raise _malformed("a chunk is not an object")
     if chunk.get("error") is not None:
         raise _malformed("an error chunk")
+    usage = chunk.get("usage")
     choices = chunk.get("choices") or []
     if not isinstance(choices, list):
         raise _malformed("choices is not a list")
     if not choices:
-        return "", False
+        return "", False, usage
     choice = choices[0]
     if not isinstance(choice, dict):
         raise _malformed("a choice is not an object")
@@ -149,7 +169,7 @@ def _chunk_delta(payload: str) -> tuple[str, bool]:
     content = delta.get("content") if isinstance(delta, dict) else None
     if content is not None and not isinstance(content, str):
         raise _malformed("delta content is not a string")
-    return content or "", choice.get("finish_reason") is not None
+    return content or "", choice.get("finish_reason") is not None, usage
 
 
 class LLMService:
@@ -174,6 +194,16 @@ class LLMService:
 
     async def complete(self, messages: Sequence[ChatMessage]) -> str:
         """The whole reply, within LLM_TIMEOUT_SECONDS in total."""
+        call = LLMCall("complete")
+        try:
+            text, call.usage = await self._complete(messages)
+        except BaseException as exc:
+            call.fail(exc)
+            raise
+        call.finish("ok")
+        return text
+
+    async def _complete(self, messages: Sequence[ChatMessage]) -> tuple[str, Any]:
         request = self._request(messages, stream=False)
         with upstream_errors():
             async with asyncio.timeout(self._timeout):
@@ -183,18 +213,24 @@ class LLMService:
             body = response.json()
         except ValueError:
             raise _malformed("invalid JSON") from None
-        return completion_text(body)
+        return completion_text(body), body.get("usage") if isinstance(body, dict) else None
 
     async def open_stream(self, messages: Sequence[ChatMessage]) -> CompletionStream:
         """Send a streaming request and check its status before returning, so a refused or
         unreachable upstream is still an error status for our client (nothing sent yet)."""
         request = self._request(messages, stream=True)
-        with upstream_errors():
-            async with asyncio.timeout(self._timeout):
-                response = await self._http.send(request, stream=True)
+        call = LLMCall("stream")
+        try:
+            with upstream_errors():
+                async with asyncio.timeout(self._timeout):
+                    response = await self._http.send(request, stream=True)
+        except BaseException as exc:
+            call.fail(exc)
+            raise
         try:
             _check_status(response)
-        except UpstreamError:
+        except UpstreamError as exc:
+            call.fail(exc)
             await response.aclose()
             raise
-        return CompletionStream(response, self._timeout)
+        return CompletionStream(response, self._timeout, call)

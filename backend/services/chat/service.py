@@ -20,6 +20,7 @@ from services.chat.llm import LLMService
 from services.chat.stream import StreamingTurn
 from services.chat.turn import Turn, TurnResult, stored_turn_of, summary_messages
 from services.memory_service import MemoryService
+from services.observability.metrics import count_compaction, count_recall
 from services.recall.service import RecallService
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ class ChatService:
             turn_ids=episode_ids if keyed else None,
             recall=recall,
         )
+        if recall is not None:
+            count_recall(len(context.recalled))
         return Turn.build(
             user,
             message,
@@ -116,13 +119,18 @@ class ChatService:
         if turn.context.episode_count + 2 <= self._settings.episodic_soft_cap:
             return
         try:
-            await self._compact(turn)
+            outcome = await self._compact(turn)
         except ServiceError as exc:
+            count_compaction("failed")
             logger.warning("episode compaction failed: %s", exc.detail)
         except Exception:
+            count_compaction("failed")
             logger.exception("episode compaction failed")
+        else:
+            if outcome is not None:
+                count_compaction(outcome)
 
-    async def _compact(self, turn: Turn) -> None:
+    async def _compact(self, turn: Turn) -> str | None:
         """Read the list (only now: compaction needs the oldest items themselves), summarise
         all but the newest EPISODIC_KEEP_AFTER_COMPACTION, then remove exactly those and merge
         the summary in one SQL call; that call changes nothing when another compaction removed
@@ -131,12 +139,12 @@ class ChatService:
         oldest = episodes[: max(0, len(episodes) - self._settings.compaction_keep)]
         ids = [e["id"] for e in oldest if isinstance(e.get("id"), str)]
         if len(episodes) <= self._settings.episodic_soft_cap or not ids:
-            return
+            return None  # nothing to do: not counted
         prompt = summary_messages(turn.context.long_term_summary, oldest)
         summary = (await self._llm.complete(prompt)).strip()
         if not summary:
             logger.warning("episode compaction skipped: the LLM returned an empty summary")
-            return
+            return "skipped"
         patch: JsonObject = {
             "summary": summary,
             "summarized_through": oldest[-1].get("created_at"),
@@ -147,5 +155,6 @@ class ChatService:
         )
         if compacted:
             logger.info("compacted %d episodes into long_term_summary", len(ids))
-        else:
-            logger.info("episode compaction skipped: those episodes changed meanwhile")
+            return "compacted"
+        logger.info("episode compaction skipped: those episodes changed meanwhile")
+        return "skipped"

@@ -7,18 +7,25 @@ carries on with full-text search.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import httpx
 
 from config import Settings
+from services.observability.metrics import observe_embeddings_call
 
 MAX_BATCH = 64  # texts per request: well within what hosted and local servers accept
 MAX_TEXT_CHARS = 8000  # longer texts are cut: an episode is searchable by its beginning
 
 
 class EmbeddingsFailed(Exception):
-    """The embeddings API failed, timed out or answered something unusable."""
+    """The embeddings API failed, timed out or answered something unusable; `code` is the
+    short outcome the metrics count."""
+
+    def __init__(self, message: str, code: str = "bad_answer") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class EmbeddingsClient:
@@ -46,25 +53,49 @@ class EmbeddingsClient:
         }
         if self._dimensions is not None:
             body["dimensions"] = self._dimensions
+        started = time.perf_counter()
         try:
             response = await self._http.post(
                 self._url, json=body, headers=self._headers, timeout=self._timeout
             )
+            if response.status_code != 200:
+                raise EmbeddingsFailed(f"answered HTTP {response.status_code}", "http_error")
+            payload = _json_of(response)
+            vectors = _vectors_of(payload, len(texts), self._dimensions)
         except httpx.TimeoutException as exc:
-            raise EmbeddingsFailed("timed out") from exc
+            failed = EmbeddingsFailed("timed out", "timeout")
+            observe_embeddings_call(time.perf_counter() - started, failed.code, None)
+            raise failed from exc
         except httpx.HTTPError as exc:
-            raise EmbeddingsFailed(f"unreachable ({type(exc).__name__})") from exc
-        if response.status_code != 200:
-            raise EmbeddingsFailed(f"answered HTTP {response.status_code}")
-        vectors = _vectors_of(response, len(texts), self._dimensions)
+            failed = EmbeddingsFailed(f"unreachable ({type(exc).__name__})", "unreachable")
+            observe_embeddings_call(time.perf_counter() - started, failed.code, None)
+            raise failed from exc
+        except EmbeddingsFailed as exc:
+            observe_embeddings_call(time.perf_counter() - started, exc.code, None)
+            raise
+        observe_embeddings_call(time.perf_counter() - started, "ok", _tokens_of(payload))
         return vectors
 
 
-def _vectors_of(response: httpx.Response, count: int, dimensions: int | None) -> list[list[float]]:
+def _json_of(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise EmbeddingsFailed("answered a body that is not JSON") from exc
+
+
+def _tokens_of(payload: Any) -> int | None:
+    """The tokens the API's `usage` reports, if it does."""
+    usage = payload.get("usage") if isinstance(payload, dict) else None
+    tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    return tokens if isinstance(tokens, int) else None
+
+
+def _vectors_of(payload: Any, count: int, dimensions: int | None) -> list[list[float]]:
     """The `data[*].embedding` vectors in input order, checked: as many as texts, all of one
     length (EMBEDDING_DIMENSIONS when set), finite numbers."""
     try:
-        data = response.json()["data"]
+        data = payload["data"]
         ordered = sorted(data, key=lambda entry: entry["index"])
         vectors = [[float(x) for x in entry["embedding"]] for entry in ordered]
     except (ValueError, KeyError, TypeError) as exc:
