@@ -19,7 +19,7 @@ from starlette.routing import Match
 from config import Settings
 from errors import ServiceError
 from middleware import BodySizeLimitMiddleware, RequestIdMiddleware, configure_logging
-from routers import chat, health, me, memory
+from routers import chat, export, health, me, memory
 from services.auth.keys import resolve_auth_settings
 from services.container import open_services
 
@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(health.router)
     app.include_router(me.router)
+    app.include_router(export.router)  # before memory: /export is not a field
     app.include_router(memory.router)
     app.include_router(chat.router)
 

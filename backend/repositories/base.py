@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from models import AppendResult, ChatContext, MemoryDocument, MemoryField, StoredValue, User
+from models import (
+    AppendResult,
+    ChatContext,
+    ImportResult,
+    MemoryDocument,
+    MemoryField,
+    StoredValue,
+    User,
+)
 
 
 class MemoryRepository(Protocol):
@@ -88,4 +96,20 @@ class MemoryRepository(Protocol):
         """Remove exactly `item_ids` from `field` and shallow-merge `summary_patch` into
         `summary_field`, atomically and only if all those items are still stored (items appended
         meanwhile survive). False when nothing changed."""
+        ...
+
+    async def import_document(
+        self,
+        user: User,
+        document: dict[str, Any],
+        *,
+        caps: dict[str, int],
+        dry_run: bool = False,
+    ) -> ImportResult:
+        """Apply an imported document (fields to values; list items with deterministic ids) in
+        one call, all or nothing, idempotently (`memory_import_document` in the schema)."""
+        ...
+
+    async def export_document(self, user: User) -> MemoryDocument:
+        """The user's whole memory as an export holds it (defaults when no row exists)."""
         ...

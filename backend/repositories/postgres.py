@@ -20,7 +20,15 @@ import asyncpg
 
 from config import Settings
 from errors import ServiceError, StorageError, StorageUnavailable
-from models import AppendResult, ChatContext, MemoryDocument, MemoryField, StoredValue, User
+from models import (
+    AppendResult,
+    ChatContext,
+    ImportResult,
+    MemoryDocument,
+    MemoryField,
+    StoredValue,
+    User,
+)
 from repositories.storage_errors import error_for_sqlstate, field_value, validated
 
 logger = logging.getLogger(__name__)
@@ -177,3 +185,18 @@ class PostgresMemoryRepository:
             "summary_patch": summary_patch,
         }
         return await self.call(user, "compact", args) is not None
+
+    async def import_document(
+        self,
+        user: User,
+        document: dict[str, Any],
+        *,
+        caps: dict[str, int],
+        dry_run: bool = False,
+    ) -> ImportResult:
+        args = {"document": document, "caps": caps, "dry_run": dry_run}
+        return validated(ImportResult, await self.call(user, "import_document", args))
+
+    async def export_document(self, user: User) -> MemoryDocument:
+        result = await self.call(user, "export_document")
+        return MemoryDocument() if result is None else validated(MemoryDocument, result)

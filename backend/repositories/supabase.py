@@ -29,7 +29,15 @@ from errors import (
     StorageError,
     StorageUnavailable,
 )
-from models import AppendResult, ChatContext, MemoryDocument, MemoryField, StoredValue, User
+from models import (
+    AppendResult,
+    ChatContext,
+    ImportResult,
+    MemoryDocument,
+    MemoryField,
+    StoredValue,
+    User,
+)
 from repositories.postgrest_clients import (
     SupabaseCredentials,
     anon_postgrest_client,
@@ -247,3 +255,19 @@ class SupabaseMemoryRepository:
             "p_summary_patch": summary_patch,
         }
         return await self._rpc(user, "memory_compact", args) is not None
+
+    async def import_document(
+        self,
+        user: User,
+        document: dict[str, Any],
+        *,
+        caps: dict[str, int],
+        dry_run: bool = False,
+    ) -> ImportResult:
+        args = {"p_document": document, "p_caps": caps, "p_dry_run": dry_run}
+        return validated(ImportResult, await self._rpc(user, "memory_import_document", args))
+
+    async def export_document(self, user: User) -> MemoryDocument:
+        """One RPC (`memory_export_document`); a JSON null means no row yet."""
+        result = await self._rpc(user, "memory_export_document", {})
+        return MemoryDocument() if result is None else validated(MemoryDocument, result)
