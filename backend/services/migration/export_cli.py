@@ -26,7 +26,7 @@ from services.migration.plan import parse_uuid
 async def run(args: argparse.Namespace, console: Console) -> int:
     user_id = parse_uuid(args.user_id) if args.user_id else None
     if args.user_id and user_id is None:
-        console.print(f"[red]export: {args.user_id!r} is not a UUID[/]")
+        console.print(f"export: {args.user_id!r} is not a UUID", markup=False)
         return 2
     try:
         async with open_operator_storage(Settings(), connections=args.concurrency) as storage:
@@ -36,19 +36,23 @@ async def run(args: argparse.Namespace, console: Console) -> int:
                 storage.repository, users, args.dest, concurrency=args.concurrency
             )
     except (NoDatabase, OSError) as exc:
-        console.print(f"[red]export: {exc}[/]")
+        console.print(f"export: {exc}", soft_wrap=True, markup=False)
         return 2
     seconds = time.perf_counter() - started
     console.print(f"exported {count} users to {args.dest} in {seconds:.2f} s")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="export", description="Export memories as folders.")
     parser.add_argument("dest", type=Path, help="folder to write (one folder per user inside)")
     parser.add_argument("--user-id", help="only this user")
     parser.add_argument("--concurrency", type=int, default=4)
-    return asyncio.run(run(parser.parse_args(argv), Console()))
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return asyncio.run(run(parse_args(argv), Console()))
 
 
 if __name__ == "__main__":

@@ -106,19 +106,22 @@ def summary(report: Report, *, dry_run: bool) -> list[Table]:
 
 
 def print_report(console: Console, report: Report, *, dry_run: bool) -> None:
+    """The tables, then one unwrapped line per problem (file and JSON path as given)."""
     for table in summary(report, dry_run=dry_run):
         console.print(table)
+
+    def line(text: str) -> None:
+        console.print(text, soft_wrap=True, markup=False, highlight=False)
+
     for label in report.ignored:
-        console.print(f"[yellow]ignored[/] {label} (not a memory file of this layout)")
+        line(f"ignored {label} (not a memory file of this layout)")
     for outcome in report.outcomes:
-        if outcome.status is Status.FAILED:
-            console.print(f"[red]failed[/] {outcome.source}: {outcome.detail}")
-        elif outcome.detail:
-            console.print(f"{outcome.status.value} {outcome.source}: {outcome.detail}")
+        if outcome.status is Status.FAILED or outcome.detail:
+            line(f"{outcome.status.value} {outcome.source}: {outcome.detail}")
     if report.count(Status.IMPORTED) == 0 and not report.failed and not dry_run:
-        console.print("nothing changed: everything in the source is imported already")
+        line("nothing changed: everything in the source is imported already")
     rate = report.episodes / report.seconds if report.seconds else 0.0
-    console.print(
+    line(
         f"{report.episodes} episodes in {report.seconds:.2f} s: {rate:,.0f} episodes/s"
         f" ({len(report.outcomes)} users)"
     )
@@ -161,7 +164,7 @@ async def run(args: argparse.Namespace, console: Console) -> int:
 
                     report = await importer.run(assigned, on_done=advance)
     except (SourceTreeError, MappingError, NoDatabase, RuntimeError, OSError) as exc:
-        console.print(f"[red]import: {exc}[/]")
+        console.print(f"import: {exc}", soft_wrap=True, markup=False, highlight=False)
         return 2
     print_report(console, report, dry_run=args.dry_run)
     return 1 if report.failed else 0

@@ -23,6 +23,7 @@ from services.migration.convert import SourceError
 from services.migration.plan import Limits, UserPlan, plan_user
 from services.migration.source import UserFolder
 
+NOT_IN_AUTH = "not in auth.users: create the user in Supabase Auth first"
 IMPORT_FUNCTION = "public.memory_import_document(jsonb, jsonb, boolean, integer)"
 
 
@@ -125,32 +126,24 @@ class Importer:
         for folder, user_id, reason in folders:
             report.ignored.extend(folder.ignored)
             source = folder.name or "."
-            outcome: Outcome | None = None
-            if user_id is None:
-                outcome = Outcome(source, None, Status.FAILED, reason)
-            elif user_id in absent:
-                outcome = Outcome(
-                    source,
-                    user_id,
-                    Status.WOULD_CHANGE if self.create_users else Status.FAILED,
-                    "would be created in auth.users"
-                    if self.create_users
-                    else "not in auth.users: create the user in Supabase Auth first",
-                )
-            if outcome is not None:
+            failure = reason
+            if user_id is not None:
+                try:
+                    plan = plan_user(folder, user_id, self.limits)
+                except SourceError as exc:
+                    failure = str(exc)
+                else:
+                    if user_id in absent and not self.create_users:
+                        failure = NOT_IN_AUTH
+            if user_id is None or failure:
+                outcome = Outcome(source, user_id, Status.FAILED, failure)
                 report.outcomes.append(outcome)
                 on_done(outcome)
                 continue
-            assert user_id is not None
-            try:
-                plan = plan_user(folder, user_id, self.limits)
-            except SourceError as exc:
-                outcome = Outcome(source, user_id, Status.FAILED, str(exc))
-                report.outcomes.append(outcome)
-                on_done(outcome)
-                continue
+            # Only a dry run on the embedded backend gets here with a user still absent.
+            note = "would be created in auth.users" if user_id in absent else ""
             await slots.acquire()
-            task = asyncio.create_task(self._apply(plan))
+            task = asyncio.create_task(self._apply(plan, note))
             task.add_done_callback(finished)
             tasks.append(task)
             await asyncio.sleep(0)  # let the call go out before the next plan takes the CPU
@@ -158,7 +151,7 @@ class Importer:
         report.seconds = time.perf_counter() - started
         return report
 
-    async def _apply(self, plan: UserPlan) -> Outcome:
+    async def _apply(self, plan: UserPlan, note: str) -> Outcome:
         if not plan.document:
             return Outcome(plan.source, plan.user_id, Status.UNCHANGED, "nothing to import")
         try:
@@ -171,4 +164,4 @@ class Importer:
             status = Status.UNCHANGED
         else:
             status = Status.WOULD_CHANGE if self.dry_run else Status.IMPORTED
-        return Outcome(plan.source, plan.user_id, status, "", result, plan.episodes)
+        return Outcome(plan.source, plan.user_id, status, note, result, plan.episodes)
