@@ -140,6 +140,11 @@ class FieldImport(BaseModel):
     over_cap: int = 0
 
 
+class MemoryExport(MemoryDocument):
+    """Everything an export holds (`memory_export_document`): the document, and whatever else
+    the user's memory keeps (a field per extra file of services/migration/catalogue.py)."""
+
+
 class ImportResult(BaseModel):
     """One user's import, applied in one SQL call: whether anything changed, the row version."""
 

@@ -14,6 +14,7 @@ from models import (
     ChatContext,
     ImportResult,
     MemoryDocument,
+    MemoryExport,
     MemoryField,
     StoredValue,
     User,
@@ -110,6 +111,6 @@ class MemoryRepository(Protocol):
         one call, all or nothing, idempotently (`memory_import_document` in the schema)."""
         ...
 
-    async def export_document(self, user: User) -> MemoryDocument:
+    async def export_document(self, user: User) -> MemoryExport:
         """The user's whole memory as an export holds it (defaults when no row exists)."""
         ...

@@ -25,6 +25,7 @@ from models import (
     ChatContext,
     ImportResult,
     MemoryDocument,
+    MemoryExport,
     MemoryField,
     StoredValue,
     User,
@@ -197,6 +198,6 @@ class PostgresMemoryRepository:
         args = {"document": document, "caps": caps, "dry_run": dry_run}
         return validated(ImportResult, await self.call(user, "import_document", args))
 
-    async def export_document(self, user: User) -> MemoryDocument:
+    async def export_document(self, user: User) -> MemoryExport:
         result = await self.call(user, "export_document")
-        return MemoryDocument() if result is None else validated(MemoryDocument, result)
+        return MemoryExport() if result is None else validated(MemoryExport, result)

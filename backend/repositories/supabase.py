@@ -34,6 +34,7 @@ from models import (
     ChatContext,
     ImportResult,
     MemoryDocument,
+    MemoryExport,
     MemoryField,
     StoredValue,
     User,
@@ -267,7 +268,7 @@ class SupabaseMemoryRepository:
         args = {"p_document": document, "p_caps": caps, "p_dry_run": dry_run}
         return validated(ImportResult, await self._rpc(user, "memory_import_document", args))
 
-    async def export_document(self, user: User) -> MemoryDocument:
+    async def export_document(self, user: User) -> MemoryExport:
         """One RPC (`memory_export_document`); a JSON null means no row yet."""
         result = await self._rpc(user, "memory_export_document", {})
-        return MemoryDocument() if result is None else validated(MemoryDocument, result)
+        return MemoryExport() if result is None else validated(MemoryExport, result)

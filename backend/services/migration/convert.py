@@ -7,7 +7,6 @@ finds the same items.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from typing import Any
@@ -73,10 +72,13 @@ def parse_json(file: str, raw: bytes) -> Any:
 
 
 def item_id(user_id: uuid.UUID, target: str, index: int, canonical: str) -> str:
-    """The id of a source item that has none: the same user, field, position and content give
-    the same id on every run."""
-    digest = hashlib.sha256(canonical.encode()).hexdigest()
-    return str(uuid.uuid5(ID_NAMESPACE, f"{user_id}/{target}/{index}/{digest}"))
+    """The id of a source item that has none (`canonical`: its JSON with sorted keys): the same
+    user, field, position and content give the same id on every run."""
+    return _item_id(f"{user_id}/{target}/", index, canonical)
+
+
+def _item_id(prefix: str, index: int, canonical: str) -> str:
+    return str(uuid.uuid5(ID_NAMESPACE, f"{prefix}{index}/{canonical}"))
 
 
 def _checked_size(file: str, path: str, value: Any) -> int:
@@ -111,6 +113,7 @@ def convert_items(
         )
     items: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
+    prefix = f"{user_id}/{target}/"
     for index, entry in enumerate(value):
         path = f"$[{index}]"
         if isinstance(entry, str):
@@ -130,7 +133,7 @@ def convert_items(
             raise SourceError(file, path, f"an item is larger than {max_item_bytes} bytes")
         if entry.get("id") is None:
             canonical = json.dumps(entry, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-            entry = {**entry, "id": item_id(user_id, target, index, canonical)}
+            entry = {**entry, "id": _item_id(prefix, index, canonical)}
         key = entry["id"]
         if key in seen:
             raise SourceError(

@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from models import MemoryDocument, User
+from models import MemoryExport, User
 from repositories.base import MemoryRepository
 from services.migration.catalogue import MANIFEST_NAME, SOURCE_FILES
 from services.migration.importer import acting_user
@@ -31,7 +31,7 @@ def _json_bytes(value: Any) -> bytes:
     return (json.dumps(value, ensure_ascii=False, indent=2) + "\n").encode()
 
 
-def export_files(user_id: uuid.UUID, document: MemoryDocument) -> dict[str, bytes]:
+def export_files(user_id: uuid.UUID, document: MemoryExport) -> dict[str, bytes]:
     """File name -> content for one user's folder."""
     values = document.model_dump(mode="json")
     files = {spec.name: _json_bytes(values[spec.target]) for spec in SOURCE_FILES}
