@@ -8,12 +8,16 @@ import json
 import uuid
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 from rich.console import Console
 
+from config import Backend
 from services.migration import export_cli, import_cli
+from services.migration.operator_storage import NoDatabase, operator_settings
 from services.storage.embedded_postgres import EmbeddedPostgres
+from tests.conftest import make_settings
 from tests.tokens import bearer, user_token
 
 FIXTURES = Path(__file__).parent / "fixtures" / "migration"
@@ -107,3 +111,38 @@ class TestReadmeWalkThrough:
     async def test_the_embedded_backend_creates_missing_users(self, on_embedded: None) -> None:
         code, out = await run_import(str(FIXTURES / "well_formed"))
         assert code == 0, out  # 1 if a user had been refused as missing from auth.users
+
+    async def test_a_dry_run_creates_no_user(
+        self, on_embedded: None, embedded_server: EmbeddedPostgres
+    ) -> None:
+        user_id = uuid.uuid4()
+        code, out = await run_import(
+            str(FIXTURES / "one_user"), "--user-id", str(user_id), "--dry-run"
+        )
+        assert code == 0
+        assert "would change .: would be created in auth.users" in out
+        conn = await asyncpg.connect(embedded_server.dsn)
+        try:
+            exists = await conn.fetchval(
+                "select exists (select from auth.users where id = $1)", user_id
+            )
+        finally:
+            await conn.close()
+        assert exists is False
+
+
+class TestOperatorSettings:
+    def test_database_url_wins_over_supabase_for_operator_commands(self) -> None:
+        settings = make_settings(
+            supabase_url="https://x.supabase.co",
+            supabase_key="sb_publishable_x",
+            database_url="postgresql://postgres@db.example/postgres",
+        )
+        chosen = operator_settings(settings, connections=3)
+        assert chosen.backend is Backend.POSTGRES
+        assert chosen.db_pool_max_size == 3
+
+    def test_supabase_without_a_connection_string_is_refused(self) -> None:
+        settings = make_settings(supabase_url="https://x.supabase.co", supabase_key="k")
+        with pytest.raises(NoDatabase, match="set DATABASE_URL"):
+            operator_settings(settings, connections=1)

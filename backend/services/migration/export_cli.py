@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import asyncpg
 from rich.console import Console
 
 from config import Settings
@@ -35,7 +36,7 @@ async def run(args: argparse.Namespace, console: Console) -> int:
             count = await export_users(
                 storage.repository, users, args.dest, concurrency=args.concurrency
             )
-    except (NoDatabase, OSError) as exc:
+    except (NoDatabase, OSError, asyncpg.PostgresError) as exc:
         console.print(f"export: {exc}", soft_wrap=True, markup=False)
         return 2
     seconds = time.perf_counter() - started

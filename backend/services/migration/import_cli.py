@@ -15,6 +15,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import asyncpg
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -163,7 +164,14 @@ async def run(args: argparse.Namespace, console: Console) -> int:
                         progress.advance(bar)
 
                     report = await importer.run(assigned, on_done=advance)
-    except (SourceTreeError, MappingError, NoDatabase, RuntimeError, OSError) as exc:
+    except (
+        SourceTreeError,
+        MappingError,
+        NoDatabase,
+        RuntimeError,
+        OSError,
+        asyncpg.PostgresError,
+    ) as exc:
         console.print(f"import: {exc}", soft_wrap=True, markup=False, highlight=False)
         return 2
     print_report(console, report, dry_run=args.dry_run)
