@@ -16,7 +16,7 @@ from enum import StrEnum
 
 import asyncpg
 
-from errors import ServiceError
+from errors import Forbidden, ServiceError
 from models import ImportResult, User
 from repositories.base import MemoryRepository
 from services.migration.convert import SourceError
@@ -158,6 +158,9 @@ class Importer:
             result = await self.repository.import_document(
                 acting_user(plan.user_id), plan.document, caps=self.caps, dry_run=self.dry_run
             )
+        except Forbidden as exc:
+            detail = f"refused as this user ({exc.detail}): a policy or trigger forbids the write"
+            return Outcome(plan.source, plan.user_id, Status.FAILED, detail)
         except ServiceError as exc:
             return Outcome(plan.source, plan.user_id, Status.FAILED, exc.detail)
         if not result.changed:
