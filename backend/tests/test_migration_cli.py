@@ -57,7 +57,9 @@ class TestOnDatabaseUrl:
         assert "rewards.json: $[2]: an item is a JSON object, found a number" in out
         assert "not in auth.users" in out  # DATABASE_URL: users are not created
 
-    async def test_dry_run_exits_0_and_reports(self, on_database: str) -> None:
+    async def test_a_dry_run_reports_and_names_users_missing_from_auth(
+        self, on_database: str
+    ) -> None:
         code, out = await run_import(str(FIXTURES / "well_formed"), "--dry-run")
         assert "dry run: nothing written" in out
         assert "not in auth.users: create the user in Supabase Auth first" in out
