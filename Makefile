@@ -9,7 +9,7 @@ RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP := $(VENV)/.dev-installed
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: help run test lint token bench soak fuzz wrk chromium clean
+.PHONY: help run test lint token bench soak fuzz wrk chromium clean import export bench-import
 
 help:
 	@echo "make run    serve the API on HOST:PORT (default 127.0.0.1:8000; embedded Postgres unless configured)"
@@ -20,6 +20,9 @@ help:
 	@echo "make soak   2 workers under load while PostgreSQL restarts; checks nothing is lost (~2 minutes)"
 	@echo "make fuzz   a deeper schemathesis run of the API (make test runs a short one)"
 	@echo "make chromium  install Debian's Chromium for the demo page's browser test (make test does)"
+	@echo "make import SRC=<folder|zip> [USER_ID=<id>] [MAP=<csv>] [DRY_RUN=1]  old file memories in"
+	@echo "make export DEST=<folder> [USER_ID=<uuid>]  every user's memory (or one) out, same layout"
+	@echo "make bench-import  import 1,000 users x 500 episodes into a scratch database; episodes/s"
 
 $(PY):
 	@py=$$(tools/find-python) && echo "creating $(VENV) with $$py" && "$$py" -m venv $(VENV)
@@ -79,6 +82,20 @@ soak: $(DEV_STAMP)
 
 fuzz: $(DEV_STAMP)
 	FUZZ_MAX_EXAMPLES=$${FUZZ_MAX_EXAMPLES:-300} $(PY) -m pytest -q backend/tests/test_fuzz_openapi.py
+
+import: $(RUNTIME_STAMP)
+	@test -n "$(SRC)" || { echo "usage: make import SRC=<folder|zip> [USER_ID=..] [MAP=..] [DRY_RUN=1]" >&2; exit 2; }
+	cd backend && $(PY) -m services.migration.import_cli "$(abspath $(SRC))" \
+	  $(if $(USER_ID),--user-id "$(USER_ID)") $(if $(MAP),--map "$(abspath $(MAP))") \
+	  $(if $(filter-out 0,$(DRY_RUN)),--dry-run)
+
+export: $(RUNTIME_STAMP)
+	@test -n "$(DEST)" || { echo "usage: make export DEST=<folder> [USER_ID=<uuid>]" >&2; exit 2; }
+	cd backend && $(PY) -m services.migration.export_cli "$(abspath $(DEST))" \
+	  $(if $(USER_ID),--user-id "$(USER_ID)")
+
+bench-import: $(DEV_STAMP)
+	PYTHONPATH=backend $(PY) -m bench.import_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     max_item_bytes: int = Field(default=32 * 1024, ge=256)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
+    # --- import (services/migration) ------------------------------------------------------
+    import_max_file_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+
     # --- chat -------------------------------------------------------------------------------
     llm_base_url: str | None = None
     llm_api_key: SecretStr | None = None

@@ -27,7 +27,7 @@ from middleware import (
     RequestIdMiddleware,
     configure_logging,
 )
-from routers import chat, demo, health, me, memory, metrics
+from routers import chat, demo, export, health, me, memory, metrics
 from services.auth.keys import resolve_auth_settings
 from services.container import open_services
 from services.observability.http import RequestMetricsMiddleware
@@ -78,9 +78,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(health.router)
     app.include_router(me.router)
+    app.include_router(export.router)  # before memory: /export is not a field
     app.include_router(memory.router)
     app.include_router(chat.router)
-    # The demo page, /metrics and the docs' CSP (issue 13).
+    # The demo page, /metrics and the docs' CSP.
     demo.include(app, settings)
     metrics.include(app, settings)
     app.add_middleware(

@@ -153,3 +153,33 @@ class CurrentUserOut(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: str | list[Any]
+
+
+# --- import / export (services/migration) ----------------------------------------------------
+
+
+class FieldImport(BaseModel):
+    """What an import did (or, dry, would do) to one field: `set` an object field, `append`
+    `items` to a list field (`stored`: source items already there; `over_cap`: items the cap
+    keeps out of the field afterwards), or leave it `unchanged`."""
+
+    action: str
+    items: int = 0
+    stored: int = 0
+    over_cap: int = 0
+
+
+class MemoryExport(MemoryDocument):
+    """Everything an export holds (`memory_export_document`): the document, and whatever else
+    the user's memory keeps (a field per extra file of services/migration/catalogue.py): the
+    whole conversation log, oldest first."""
+
+    conversation_log: list[JsonObject] = Field(default_factory=list)
+
+
+class ImportResult(BaseModel):
+    """One user's import, applied in one SQL call: whether anything changed, the row version."""
+
+    changed: bool
+    version: int
+    fields: dict[str, FieldImport] = Field(default_factory=dict)

@@ -1137,6 +1137,197 @@ grant execute on function public.memory_read_field(text, integer, text) to authe
 grant execute on function public.memory_chat_context(integer, text[], text, integer, text, text, double precision) to authenticated;
 
 -- ---------------------------------------------------------------------------------------
+-- Import and export (the old one-file-per-field layout; services/migration/)
+--
+-- memory_import_document applies a whole imported document of the calling user in ONE
+-- statement, through the same write functions as the API (so caps, versions and whatever those
+-- functions also write apply), all or nothing. It is idempotent:
+--   * object fields are set (memory_set_field) only when the stored value differs;
+--   * list fields: p_document's items carry deterministic ids (the importer derives them from
+--     the source). The newest source item already stored marks how far an earlier import got:
+--     the items after it are appended (memory_append_items, in chunks of p_chunk), the ones up
+--     to it are not sent again (they were imported before, then perhaps trimmed by the cap or
+--     removed by the user). A source item stored with other content (created_at aside) is a
+--     conflict (PT409): nothing changes.
+-- Fields absent from p_document are left as they are. p_dry_run computes the same answer and
+-- writes nothing. Returns {"changed": bool, "version": n, "fields": {field: {"action":
+-- "set"|"append"|"unchanged", "items": appended, "stored": already there, "over_cap": items the
+-- cap keeps out of the field after this import}}}.
+-- ---------------------------------------------------------------------------------------
+-- conversation_log (the full log an export holds) is applied first: its items go into the log
+-- only (ids logged already are left as they are), in their order. For episodic_memory, a source
+-- item that was logged before this call also counts as imported before, so a re-run after the
+-- window moved on appends nothing again.
+drop function if exists public.memory_import_document(jsonb, jsonb, boolean, integer);
+create or replace function public.memory_import_document(
+  p_document jsonb,
+  p_caps jsonb default '{}'::jsonb,
+  p_dry_run boolean default false,
+  p_chunk integer default 50,
+  p_config text default 'english'
+)
+returns jsonb
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  v_uid uuid := public.memory_require_user();
+  v_row jsonb;
+  v_field text;
+  v_value jsonb;
+  v_kind text;
+  v_stored jsonb;
+  v_cap integer;
+  v_mark bigint;
+  v_conflict text;
+  v_new jsonb;
+  v_count integer;
+  v_from integer;
+  v_chunk integer := least(greatest(coalesce(p_chunk, 50), 1), 1000);
+  v_fields jsonb := '{}'::jsonb;
+  v_changed boolean := false;
+  v_result jsonb;
+  v_log_mark bigint := 0;
+begin
+  if jsonb_typeof(p_document) is distinct from 'object' then
+    raise exception 'an imported document is a JSON object of fields' using errcode = '22023';
+  end if;
+  if jsonb_typeof(p_document -> 'episodic_memory') = 'array' then
+    select coalesce(max(s.o), 0) into v_log_mark
+      from jsonb_array_elements(p_document -> 'episodic_memory') with ordinality as s(e, o)
+      join public.memory_episodes as l on l.user_id = v_uid and l.id = s.e ->> 'id';
+  end if;
+  if p_dry_run then
+    select to_jsonb(m) into v_row from public.memories as m where m.user_id = v_uid;
+  else
+    select to_jsonb(m) into v_row from public.memories as m where m.user_id = v_uid for update;
+  end if;
+
+  for v_field, v_value in
+    select key, value from jsonb_each(p_document) order by key = 'conversation_log' desc, key
+  loop
+    if v_field = 'conversation_log' then
+      if jsonb_typeof(v_value) is distinct from 'array'
+         or jsonb_path_exists(v_value, '$[*] ? (@.type() != "object" || !exists(@.id) || @.id.type() != "string")') then
+        raise exception 'imported conversation_log items must be objects with string ids'
+          using errcode = '22023';
+      end if;
+      if p_dry_run then
+        select count(*) into v_count from jsonb_array_elements(v_value) as e
+          where not exists (select from public.memory_episodes as l
+                            where l.user_id = v_uid and l.id = e ->> 'id');
+      else
+        insert into public.memory_episodes (user_id, id, item, search)
+        select v_uid, n.item ->> 'id', n.item,
+               jsonb_to_tsvector(coalesce(p_config, 'english')::regconfig,
+                                 n.item - 'id' - 'created_at' - 'role', '["string"]')
+          from jsonb_array_elements(v_value) with ordinality as t(e, o)
+          cross join lateral (select public.memory_normalize_item(t.e) as item) as n
+          order by t.o
+        on conflict (user_id, id) do nothing;
+        get diagnostics v_count = row_count;
+      end if;
+      v_changed := v_changed or v_count > 0;
+      v_fields := v_fields || jsonb_build_object(v_field, jsonb_build_object(
+        'action', case when v_count > 0 then 'append' else 'unchanged' end,
+        'items', v_count, 'stored', jsonb_array_length(v_value) - v_count, 'over_cap', 0));
+      continue;
+    end if;
+    perform public.memory_require_field(v_field, null);
+    v_kind := public.memory_field_kind(v_field);
+    v_stored := v_row -> v_field;
+    if v_kind = 'object' then
+      if v_stored is not distinct from v_value
+         or (v_stored is null and v_value = '{}'::jsonb) then
+        v_fields := v_fields || jsonb_build_object(v_field, jsonb_build_object('action', 'unchanged'));
+      else
+        if not p_dry_run then
+          v_result := public.memory_set_field(v_field, v_value, null, p_config);
+        end if;
+        v_changed := true;
+        v_fields := v_fields || jsonb_build_object(v_field, jsonb_build_object('action', 'set'));
+      end if;
+      continue;
+    end if;
+
+    if jsonb_typeof(v_value) is distinct from 'array'
+       or jsonb_path_exists(v_value, '$[*] ? (@.type() != "object" || !exists(@.id) || @.id.type() != "string")') then
+      raise exception 'imported % items must be objects with string ids', v_field
+        using errcode = '22023';
+    end if;
+    v_stored := coalesce(v_stored, '[]'::jsonb);
+    v_cap := least(greatest(coalesce((p_caps ->> v_field)::integer, 500), 1), 10000);
+    -- Source items already stored (matched by id, a hash join): the newest marks the progress.
+    select max(s.o), min(case when (s.e - 'created_at') <> (t.e - 'created_at') then s.e ->> 'id' end)
+      into v_mark, v_conflict
+      from jsonb_array_elements(v_value) with ordinality as s(e, o)
+      join jsonb_array_elements(v_stored) as t(e) on t.e -> 'id' = s.e -> 'id';
+    if v_conflict is not null then
+      raise exception 'item % of % is already stored with other content', v_conflict, v_field
+        using errcode = 'PT409';
+    end if;
+    v_mark := coalesce(v_mark, 0);
+    if v_field = 'episodic_memory' then
+      v_mark := greatest(v_mark, v_log_mark);
+    end if;
+    v_count := jsonb_array_length(v_value) - v_mark;
+    if v_count <= 0 then
+      v_fields := v_fields || jsonb_build_object(v_field, jsonb_build_object(
+        'action', 'unchanged', 'items', 0, 'stored', v_mark, 'over_cap', 0));
+      continue;
+    end if;
+    if not p_dry_run then
+      v_from := v_mark;
+      while v_from < jsonb_array_length(v_value) loop
+        v_new := public.memory_slice(v_value, v_from, v_from + v_chunk);
+        v_result := public.memory_append_items(v_field, v_new, v_cap, null, p_config);
+        v_from := v_from + v_chunk;
+      end loop;
+    end if;
+    v_changed := true;
+    v_fields := v_fields || jsonb_build_object(v_field, jsonb_build_object(
+      'action', 'append', 'items', v_count, 'stored', v_mark,
+      'over_cap', greatest(jsonb_array_length(v_stored) + v_count - v_cap, 0)));
+  end loop;
+
+  return jsonb_build_object(
+    'changed', v_changed,
+    'version', coalesce((v_result ->> 'version')::bigint, (v_row ->> 'version')::bigint, 0),
+    'fields', v_fields);
+end
+$$;
+
+-- The calling user's whole memory as an export holds it: the seven fields, version and
+-- updated_at, and the whole conversation log, oldest first (null when there is neither).
+create or replace function public.memory_export_document()
+returns jsonb
+language plpgsql
+stable
+security invoker
+set search_path = ''
+as $$
+declare
+  v_document jsonb := public.memory_read_document();
+  v_log jsonb;
+begin
+  select jsonb_agg(l.item order by l.seq) into v_log
+    from public.memory_episodes as l where l.user_id = (select auth.uid());
+  if v_document is null and v_log is null then
+    return null;
+  end if;
+  return coalesce(v_document, '{}'::jsonb)
+    || jsonb_build_object('conversation_log', coalesce(v_log, '[]'::jsonb));
+end
+$$;
+
+revoke all on function public.memory_import_document(jsonb, jsonb, boolean, integer, text) from public, anon;
+revoke all on function public.memory_export_document() from public, anon;
+grant execute on function public.memory_import_document(jsonb, jsonb, boolean, integer, text) to authenticated;
+grant execute on function public.memory_export_document() to authenticated;
+
+-- ---------------------------------------------------------------------------------------
 -- The service's own entry point (MEMORY_BACKEND=postgres/embedded): one round trip per
 -- operation. PostgREST is not involved there, so the service impersonates the user itself, as
 -- PostgREST would: `role` authenticated and the verified claims, both transaction-local.
@@ -1227,6 +1418,13 @@ begin
         end,
         p_args ->> 'summary_field',
         p_args -> 'summary_patch');
+    when 'import_document' then
+      return public.memory_import_document(
+        p_args -> 'document', coalesce(p_args -> 'caps', '{}'::jsonb),
+        coalesce((p_args ->> 'dry_run')::boolean, false), (p_args ->> 'chunk')::integer,
+        coalesce(p_args ->> 'config', 'english'));
+    when 'export_document' then
+      return public.memory_export_document();
     else
       raise exception 'unknown memory operation %', p_operation using errcode = '22023';
   end case;

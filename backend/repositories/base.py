@@ -12,7 +12,9 @@ from typing import Any, Protocol
 from models import (
     AppendResult,
     ChatContext,
+    ImportResult,
     MemoryDocument,
+    MemoryExport,
     MemoryField,
     Recall,
     SearchResult,
@@ -115,4 +117,20 @@ class MemoryRepository(Protocol):
         """Remove exactly `item_ids` from `field` and shallow-merge `summary_patch` into
         `summary_field`, atomically and only if all those items are still stored (items appended
         meanwhile survive). False when nothing changed."""
+        ...
+
+    async def import_document(
+        self,
+        user: User,
+        document: dict[str, Any],
+        *,
+        caps: dict[str, int],
+        dry_run: bool = False,
+    ) -> ImportResult:
+        """Apply an imported document (fields to values; list items with deterministic ids) in
+        one call, all or nothing, idempotently (`memory_import_document` in the schema)."""
+        ...
+
+    async def export_document(self, user: User) -> MemoryExport:
+        """The user's whole memory as an export holds it (defaults when no row exists)."""
         ...

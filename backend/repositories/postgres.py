@@ -23,7 +23,9 @@ from errors import ServiceError, StorageError, StorageUnavailable
 from models import (
     AppendResult,
     ChatContext,
+    ImportResult,
     MemoryDocument,
+    MemoryExport,
     MemoryField,
     Recall,
     SearchResult,
@@ -258,3 +260,23 @@ class PostgresMemoryRepository:
             "summary_patch": summary_patch,
         }
         return await self.call(user, "compact", args) is not None
+
+    async def import_document(
+        self,
+        user: User,
+        document: dict[str, Any],
+        *,
+        caps: dict[str, int],
+        dry_run: bool = False,
+    ) -> ImportResult:
+        args = {
+            "document": document,
+            "caps": caps,
+            "dry_run": dry_run,
+            "config": self._text_config,
+        }
+        return validated(ImportResult, await self.call(user, "import_document", args))
+
+    async def export_document(self, user: User) -> MemoryExport:
+        result = await self.call(user, "export_document")
+        return MemoryExport() if result is None else validated(MemoryExport, result)

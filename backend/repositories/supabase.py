@@ -32,7 +32,9 @@ from errors import (
 from models import (
     AppendResult,
     ChatContext,
+    ImportResult,
     MemoryDocument,
+    MemoryExport,
     MemoryField,
     Recall,
     SearchResult,
@@ -303,3 +305,24 @@ class SupabaseMemoryRepository:
             "p_summary_patch": summary_patch,
         }
         return await self._rpc(user, "memory_compact", args) is not None
+
+    async def import_document(
+        self,
+        user: User,
+        document: dict[str, Any],
+        *,
+        caps: dict[str, int],
+        dry_run: bool = False,
+    ) -> ImportResult:
+        args = {
+            "p_document": document,
+            "p_caps": caps,
+            "p_dry_run": dry_run,
+            "p_config": self._text_config,
+        }
+        return validated(ImportResult, await self._rpc(user, "memory_import_document", args))
+
+    async def export_document(self, user: User) -> MemoryExport:
+        """One RPC (`memory_export_document`); a JSON null means no row yet."""
+        result = await self._rpc(user, "memory_export_document", {})
+        return MemoryExport() if result is None else validated(MemoryExport, result)

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
+import asyncpg
 import httpx
 
 from config import Backend, Settings
@@ -52,6 +53,7 @@ class Storage:
     repository: MemoryRepository
     embedded: EmbeddedPostgres | None = None
     users: EmbeddedUserDirectory | None = None
+    pool: asyncpg.Pool | None = None  # postgres/embedded: the login role's pool (operator tools)
 
 
 async def open_storage(
@@ -82,13 +84,14 @@ async def open_storage(
     pool = await create_pool(dsn, settings)
     stack.push_async_callback(pool.close)
     if embedded is None:
-        return Storage(PostgresMemoryRepository(pool, settings))
+        return Storage(PostgresMemoryRepository(pool, settings), pool=pool)
     async with pool.acquire() as conn:
         await apply_schema(conn, bootstrap=True)
     return Storage(
         PostgresMemoryRepository(pool, settings),
         embedded=embedded,
         users=EmbeddedUserDirectory(pool, timeout=settings.storage_timeout_seconds),
+        pool=pool,
     )
 
 

@@ -82,7 +82,7 @@ def encoded_size(value: Any) -> int:
         raise InvalidValue("strings must be valid Unicode (no lone surrogates)") from exc
     except ValueError as exc:
         raise InvalidValue("NaN and Infinity are not JSON values") from exc
-    if _ESCAPED_NUL.search(text):
+    if "\\u0000" in text and _ESCAPED_NUL.search(text):  # the substring test is cheap
         raise InvalidValue("strings may not contain the NUL character (\\u0000)")
     return size
 

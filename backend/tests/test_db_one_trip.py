@@ -183,6 +183,21 @@ def operations(
             ),
             InvalidValue,
         ),
+        (
+            "import_document",
+            lambda r: r.import_document(
+                owner, {"rewards": [{"id": "i1", "star": 3}]}, caps={"rewards": 10}
+            ),
+            None,
+        ),
+        (
+            "import_document conflict",
+            lambda r: r.import_document(
+                owner, {"rewards": [{"id": "i1", "star": 4}]}, caps={"rewards": 10}
+            ),
+            IdempotencyConflict,
+        ),
+        ("export_document", lambda r: r.export_document(owner), None),
         ("erase", lambda r: r.erase(owner), None),
     ]
 
