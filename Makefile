@@ -1,50 +1,49 @@
-# Every target bootstraps .venv itself (Python 3.13 via pyenv or PATH, else the newest >= 3.11)
-# and reinstalls the requirements only when they changed.
+# Every target bootstraps the venv itself (Python 3.13 via pyenv or PATH, else the newest
+# >= 3.11) and reinstalls the requirements only when they changed. tools/ensure_venv.py does it
+# under a file lock, so targets started at once (make run & make token) never race on it.
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 
 VENV := .venv
-PY := $(CURDIR)/$(VENV)/bin/python
-RUNTIME_STAMP := $(VENV)/.runtime-installed
-DEV_STAMP := $(VENV)/.dev-installed
-PIP := $(PY) -m pip --disable-pip-version-check -q
+PY := $(abspath $(VENV))/bin/python
+ENSURE_VENV = py=$$(tools/find-python) && "$$py" tools/ensure_venv.py $(VENV)
 
-.PHONY: help run test lint token bench soak fuzz wrk clean
+.PHONY: help venv dev-venv run wait test lint token bench soak fuzz wrk clean
 
 help:
 	@echo "make run    serve the API on HOST:PORT (default 127.0.0.1:8000; embedded Postgres unless configured)"
+	@echo "make wait   wait until the server started by make run answers on HOST:PORT (WAIT_SECONDS, default 120)"
+	@echo "make token  print a dev access token for the embedded backend (USER_ID=<uuid> optional)"
 	@echo "make test   run the test suite (real PostgreSQL, mocked Supabase/LLM HTTP)"
 	@echo "make lint   ruff + mypy + the import graph check (no cycles, no upward imports)"
-	@echo "make token  print a dev access token for the embedded backend (USER_ID=<uuid> optional)"
 	@echo "make bench  print throughput/latency ratios (wrk on loopback; ~2 minutes)"
 	@echo "make soak   2 workers under load while PostgreSQL restarts; checks nothing is lost (~2 minutes)"
 	@echo "make fuzz   a deeper schemathesis run of the API (make test runs a short one)"
+	@echo "make clean  remove .venv and the tool caches (not .data: the embedded database stays)"
 
-$(PY):
-	@py=$$(tools/find-python) && echo "creating $(VENV) with $$py" && "$$py" -m venv $(VENV)
-	@$(PIP) install --upgrade pip
+venv:
+	@$(ENSURE_VENV) backend/requirements.txt
 
-$(RUNTIME_STAMP): backend/requirements.txt | $(PY)
-	$(PIP) install -r backend/requirements.txt
-	@touch $@
+dev-venv:
+	@$(ENSURE_VENV) backend/requirements-dev.txt
 
-$(DEV_STAMP): backend/requirements.txt backend/requirements-dev.txt | $(PY)
-	$(PIP) install -r backend/requirements-dev.txt
-	@touch $@ $(RUNTIME_STAMP)
-
-run: $(RUNTIME_STAMP)
+run: venv
 	cd backend && exec $(PY) main.py
 
-test: $(DEV_STAMP)
+# Polls GET /readyz where make run listens (HOST, PORT as the server reads them).
+wait: venv
+	@PYTHONPATH=backend $(PY) tools/wait_ready.py --timeout $${WAIT_SECONDS:-120}
+
+test: dev-venv
 	$(PY) -m pytest
 
-lint: $(DEV_STAMP)
+lint: dev-venv
 	$(PY) -m ruff check backend bench tools
 	$(PY) -m ruff format --check backend bench tools
-	$(PY) -m mypy backend bench tools/check_imports.py
+	$(PY) -m mypy backend bench tools/check_imports.py tools/ensure_venv.py tools/wait_ready.py
 	$(PY) tools/check_imports.py
 
-token: $(RUNTIME_STAMP)
+token: venv
 	@cd backend && $(PY) -m services.auth.dev_tokens $(if $(USER_ID),--user-id $(USER_ID))
 
 # The bench's load generator: wrk (C, one epoll thread), so the server keeps both cores.
@@ -58,14 +57,14 @@ wrk:
 	      { echo "could not install wrk: install it (apt-get install wrk) and retry" >&2; exit 1; }; \
 	  else echo "make bench needs wrk (apt-get install wrk, brew install wrk)" >&2; exit 1; fi; }
 
-bench: $(DEV_STAMP) wrk
+bench: dev-venv wrk
 	PYTHONPATH=backend $(PY) -m bench.run
 
-soak: $(DEV_STAMP)
+soak: dev-venv
 	PYTHONPATH=backend $(PY) -m bench.soak
 
-fuzz: $(DEV_STAMP)
+fuzz: dev-venv
 	FUZZ_MAX_EXAMPLES=$${FUZZ_MAX_EXAMPLES:-300} $(PY) -m pytest -q backend/tests/test_fuzz_openapi.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV).lock .pytest_cache .mypy_cache .ruff_cache
