@@ -3,20 +3,26 @@ clients and pools. `python main.py` serves it on HOST:PORT (what `make run` does
 
 from __future__ import annotations
 
+import errno
 import logging
+import signal
+import socket
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from config import Settings
+from config import Settings, StartupError, describe_settings_error
 from errors import ServiceError
 from middleware import BodySizeLimitMiddleware, RequestIdMiddleware, configure_logging
 from routers import chat, health, me, memory
@@ -35,7 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_services(settings) as services:
             app.state.services = services
-            logger.info("memory service ready (backend: %s)", settings.backend.value)
+            logger.info("storage open (backend: %s)", settings.backend.value)
             yield
 
     app = FastAPI(
@@ -108,20 +114,88 @@ def allowed_methods(app: FastAPI, request: Request) -> str:
     )
 
 
-def main() -> None:
-    import uvicorn
+class _Server(uvicorn.Server):
+    """uvicorn's server, run on a socket bound beforehand, with the app's lifespan entered here
+    (not by uvicorn's lifespan protocol): a `StartupError` then reaches `main` as itself, to be
+    printed as one line, and "memory service ready" is logged only once the server accepts."""
 
-    settings = Settings()
-    configure_logging(settings.log_level)
-    uvicorn.run(
-        "main:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
+    def __init__(self, config: uvicorn.Config, app: FastAPI, address: str) -> None:
+        super().__init__(config)
+        self._app = app
+        self._address = address
+        self._lifespan = app.router.lifespan_context(app)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await self._lifespan.__aenter__()
+        await super().startup(sockets)
+        settings: Settings = self._app.state.settings
+        logger.info(
+            "memory service ready on %s (backend: %s)", self._address, settings.backend.value
+        )
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().shutdown(sockets)
+        finally:
+            await self._lifespan.__aexit__(None, None, None)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on HOST:PORT (PORT 0: a free one), bound before anything starts so a
+    busy port is refused at once, and so that "ready" is only said of a bound port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        reason = "is already in use" if exc.errno == errno.EADDRINUSE else f"({exc.strerror})"
+        raise StartupError(
+            f"{host}:{port} {reason}: stop what listens there, or set PORT (and HOST)"
+        ) from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(settings: Settings) -> None:
+    """Serve on HOST:PORT until SIGINT, SIGTERM or SIGHUP (a closed terminal): each shuts
+    down cleanly, so the embedded PostgreSQL is released too."""
+    sock = bind(settings.host, settings.port)
+    host, port = sock.getsockname()[:2]
+    address = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         log_level=settings.log_level,
         log_config=None,  # keep our handler: every line carries the request id
+        lifespan="off",  # entered by _Server, so start-up errors are ours to report
     )
+    server = _Server(config, app, address)
+    signal.signal(signal.SIGHUP, server.handle_exit)  # uvicorn handles SIGINT and SIGTERM
+    with sock:
+        server.run(sockets=[sock])
+
+
+def main() -> int:
+    """`python main.py` (make run): a start-up error is one line, `cannot start: <what to
+    fix>`, and exit status 1."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"cannot start: {describe_settings_error(exc)}", file=sys.stderr)
+        return 1
+    configure_logging(settings.log_level)
+    try:
+        serve(settings)
+    except StartupError as exc:
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once it has shut down cleanly
+        pass
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
