@@ -4,35 +4,23 @@ once the port answers; SIGHUP (a closed terminal) shuts down cleanly, embedded P
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import jwt
-import psutil
 import pytest
 import respx
 
-from config import BACKEND_DIR, Settings, StartupError
+from config import BACKEND_DIR, StartupError
 from services.container import open_services
+from tests.app_process import START_TIMEOUT, AppProcess, clean_env, postgres_running
 from tests.conftest import make_settings
 from tests.tokens import TEST_JWT_SECRET
-
-START_TIMEOUT = 60.0
-
-
-def clean_env(**settings: str) -> dict[str, str]:
-    """This process's environment without any setting of the app's, plus `settings`."""
-    names = {name.upper() for name in Settings.model_fields}
-    env = {k: v for k, v in os.environ.items() if k.upper() not in names}
-    return {**env, **settings}
 
 
 def start_error(**settings: str) -> str:
@@ -137,56 +125,18 @@ class TestUnreachableSupabase:
         assert route.call_count == 1
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
-    """`python main.py` on a free port with its own DATA_DIR; stopped (and waited for) after."""
-    process = subprocess.Popen(
-        [sys.executable, "main.py"],
-        cwd=BACKEND_DIR,
-        env=clean_env(PORT="0", DATA_DIR=str(tmp_path)),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines: list[str] = []
-    try:
-        yield process, lines
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            process.wait(timeout=START_TIMEOUT)
-
-
-def read_until(process: subprocess.Popen[str], lines: list[str], text: str) -> str:
-    assert process.stderr is not None
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        line = process.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        if text in line:
-            return line
-    pytest.fail(f"{text!r} not logged:\n{''.join(lines)}")
-
-
-def postgres_running(pgdata: Path) -> bool:
-    pid_file = pgdata / "postmaster.pid"
-    if not pid_file.exists():
-        return False
-    return psutil.pid_exists(int(pid_file.read_text().split()[0]))
-
-
 def test_ready_is_logged_once_the_port_answers_and_sighup_stops_everything(
-    server: tuple[subprocess.Popen[str], list[str]], tmp_path: Path
+    tmp_path: Path,
 ) -> None:
-    process, lines = server
-    ready = read_until(process, lines, "memory service ready on http://127.0.0.1:")
-    url = ready.split(" on ", 1)[1].split()[0]
-    with urllib.request.urlopen(f"{url}/readyz", timeout=5) as response:  # noqa: S310
-        assert response.status == 200
-    assert postgres_running(tmp_path / "postgres")
-    process.send_signal(signal.SIGHUP)
-    read_until(process, lines, "embedded PostgreSQL handle released")
-    assert process.wait(timeout=START_TIMEOUT) == 0
+    app = AppProcess(PORT="0", DATA_DIR=str(tmp_path))
+    try:
+        url = app.wait_ready()
+        with urllib.request.urlopen(f"{url}/readyz", timeout=5) as response:  # noqa: S310
+            assert response.status == 200
+        assert postgres_running(tmp_path / "postgres")
+        app.process.send_signal(signal.SIGHUP)  # what a closed terminal sends
+        app.read_until("embedded PostgreSQL handle released")
+        assert app.stop() == 0
+    finally:
+        app.stop()
     assert not postgres_running(tmp_path / "postgres"), "the closed terminal stopped PostgreSQL"
