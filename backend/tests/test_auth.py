@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -448,6 +449,43 @@ class TestRefusedTokens:
         assert decodes, "the spy sees ordinary verification"
 
 
+class TestRefusalLog:
+    """The server log says why a token was refused, at the default level, and never holds the
+    token (a newcomer's 401 was unexplained: the log said nothing)."""
+
+    @pytest.mark.parametrize(
+        ("make_token", "reason"),
+        [
+            (lambda: hs256_token(supabase_claims(exp=int(time.time()) - 3600)), "expired"),
+            (lambda: hs256_token(supabase_claims(), secret="x" * 40), "bad_signature"),
+            (lambda: hs256_token(supabase_claims(role="service_role")), "service_role"),
+        ],
+        ids=["expired", "bad-signature", "service-role"],
+    )
+    async def test_reason_logged_at_info_without_the_token(
+        self,
+        client: httpx.AsyncClient,
+        caplog: pytest.LogCaptureFixture,
+        make_token: Any,
+        reason: str,
+    ) -> None:
+        token = make_token()
+        with caplog.at_level(logging.INFO, logger="services.auth_service"):
+            assert (await me(client, token)).status_code == 401
+        refusals = [r for r in caplog.records if "token refused" in r.getMessage()]
+        assert len(refusals) == 1 and refusals[0].levelno == logging.INFO
+        assert refusals[0].getMessage() == f"401 for GET /api/me: token refused ({reason})"
+        logged = "\n".join(r.getMessage() for r in caplog.records)
+        assert token not in logged and token.split(".")[1] not in logged
+
+    async def test_missing_header_logged(
+        self, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        with caplog.at_level(logging.INFO, logger="services.auth_service"):
+            assert (await client.get("/api/memory")).status_code == 401
+        assert "401 for GET /api/memory: token refused (missing)" in caplog.messages
+
+
 class TestRefusedHeaders:
     async def test_no_authorization_header(self, client: httpx.AsyncClient) -> None:
         assert_refused(await client.get("/api/me"), Reason.MISSING)
@@ -696,3 +734,11 @@ class TestVerifiedTokenCache:
         assert_refused(await me(client, token))
         assert_refused(await me(client, token))
         assert len(decodes) == 2
+
+
+def test_every_reason_has_an_rfc_6750_safe_description() -> None:
+    """error_description allows printable ASCII without `"` and `\\`; every code has one."""
+    assert set(DESCRIPTIONS) == set(Reason)
+    for description in DESCRIPTIONS.values():
+        assert all(0x20 <= ord(c) <= 0x7E and c not in '"\\' for c in description), description
+    assert len(set(DESCRIPTIONS.values())) == len(DESCRIPTIONS), "each reason reads differently"
