@@ -10,6 +10,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -62,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def validation_error_handler(request: Request, exc: RequestValidationError) -> Response:
         """422 naming where and what, without echoing the input: it may be large, and it may
         not even be encodable as JSON (NaN, lone surrogates), which made FastAPI's own 500."""
-        errors = [{"loc": e["loc"], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        errors = [{"loc": e["loc"], "msg": _message(e), "type": e["type"]} for e in exc.errors()]
         return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
@@ -96,6 +97,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(RequestIdMiddleware)
     return app
+
+
+def _message(error: dict[str, Any]) -> str:
+    """A validation error's message; for JSON decode errors with the decoder's reason (a fixed
+    text such as "Expecting value", never the input)."""
+    reason = (error.get("ctx") or {}).get("error")
+    if error["type"] == "json_invalid" and isinstance(reason, str):
+        return f"{error['msg']}: {reason}"
+    return str(error["msg"])
 
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")

@@ -19,18 +19,19 @@ from starlette.types import Receive, Scope, Send
 from deps import CurrentUserDep, ServicesDep
 from errors import LLMNotConfigured
 from models import ErrorOut, JsonObject
+from routers.json_body import JsonBodyRoute
 from services.chat.llm import LLMService
 from services.chat.service import ChatService
 from services.chat.stream import ChatEvent, StreamingTurn
 
-router = APIRouter(prefix="/api", tags=["chat"])
+router = APIRouter(prefix="/api", tags=["chat"], route_class=JsonBodyRoute)
 
 MAX_MESSAGE_CHARS = 4000
 _ERROR_TEXT = {
-    400: "the body can not be read as JSON text (e.g. it is not UTF-8)",
     401: "missing, invalid or expired bearer token",
     409: "this Idempotency-Key was used with a different message",
     413: "body or stored episode too large",
+    415: "the body was not sent as application/json",
     422: "invalid body (message must be 1-4000 characters)",
     502: "the LLM upstream failed or answered something unusable (its body is never relayed)",
     503: "chat not configured (set LLM_BASE_URL and LLM_MODEL), or storage unavailable",
