@@ -50,6 +50,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Per-user memory documents for an AI chat companion, on Supabase Postgres.",
         version="0.1.0",
         lifespan=lifespan,
+        # `/api/memory/` is no route: a 404, not a 307 to `/api/memory` (clients that follow
+        # it lose their body on some methods, and the README documents no trailing slashes).
+        redirect_slashes=False,
     )
     app.state.settings = settings
 
