@@ -17,7 +17,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from deps import CurrentUserDep, ServicesDep
-from errors import LLMNotConfigured
+from errors import LLMNotConfigured, UpstreamError, UpstreamTimeout
 from models import ErrorOut, JsonObject
 from routers.json_body import JsonBodyRoute
 from services.chat.llm import LLMService
@@ -154,7 +154,11 @@ async def chat_turn(
     turn = await service.begin(user, body.message, idempotency_key=idempotency_key)
     compact = partial(service.compact_if_needed, turn) if turn.stored is None else None
     if body.stream:
-        return ChatEventStream(await service.stream(turn), compact)
+        try:
+            streaming = await service.stream(turn)
+        except (UpstreamError, UpstreamTimeout) as exc:  # before the first token
+            streaming = StreamingTurn.failed(exc)
+        return ChatEventStream(streaming, compact)
     result = await service.reply(turn)
     if compact is not None:
         background.add_task(compact)
