@@ -36,6 +36,7 @@ def start_error(**settings: str) -> str:
     )
     assert done.returncode == 1, (done.returncode, done.stderr)
     assert "Traceback" not in done.stderr, done.stderr
+    assert "memory service ready" not in done.stderr, "ready is never said of a failed start"
     errors = [line for line in done.stderr.splitlines() if "cannot start" in line]
     assert len(errors) == 1, done.stderr
     assert errors[0].startswith("cannot start: "), errors[0]
