@@ -14,7 +14,9 @@ import http.client
 import sys
 import time
 
-from config import Settings
+from pydantic import ValidationError
+
+from config import Settings, describe_settings_error
 
 WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104
 
@@ -35,7 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make wait", description=__doc__.split("\n\n")[0])
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds (WAIT_SECONDS)")
     args = parser.parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"make wait: {describe_settings_error(exc)}", file=sys.stderr)
+        return 1
     host = WILDCARDS.get(settings.host, settings.host)
     deadline = time.monotonic() + args.timeout
     while not ready(host, settings.port, timeout=2.0):
