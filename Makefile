@@ -1,21 +1,21 @@
-# Every target bootstraps .venv itself (Python 3.13 via pyenv or PATH, else the newest >= 3.11)
-# and reinstalls the requirements only when they changed.
+# Every target bootstraps the venv itself (Python 3.13 via pyenv or PATH, else the newest
+# >= 3.11) and reinstalls the requirements only when they changed. tools/ensure_venv.py does it
+# under a file lock, so targets started at once (make run & make token) never race on it.
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 
 VENV := .venv
-PY := $(CURDIR)/$(VENV)/bin/python
-RUNTIME_STAMP := $(VENV)/.runtime-installed
-DEV_STAMP := $(VENV)/.dev-installed
-PIP := $(PY) -m pip --disable-pip-version-check -q
+PY := $(abspath $(VENV))/bin/python
+ENSURE_VENV = py=$$(tools/find-python) && "$$py" tools/ensure_venv.py $(VENV)
 
-.PHONY: help run test lint token bench soak fuzz wrk chromium clean import export bench-import
+.PHONY: help venv dev-venv run wait test lint token bench soak fuzz wrk chromium import export bench-import backfill clean
 
 help:
 	@echo "make run    serve the API on HOST:PORT (default 127.0.0.1:8000; embedded Postgres unless configured)"
+	@echo "make wait   wait until the server started by make run answers on HOST:PORT (WAIT_SECONDS, default 120)"
+	@echo "make token  print a dev access token for the embedded backend (USER_ID=<uuid> optional)"
 	@echo "make test   run the test suite (real PostgreSQL, mocked Supabase/LLM HTTP)"
 	@echo "make lint   ruff + mypy + the import graph check (no cycles, no upward imports)"
-	@echo "make token  print a dev access token for the embedded backend (USER_ID=<uuid> optional)"
 	@echo "make bench  print throughput/latency ratios (wrk on loopback; ~2 minutes)"
 	@echo "make soak   2 workers under load while PostgreSQL restarts; checks nothing is lost (~2 minutes)"
 	@echo "make fuzz   a deeper schemathesis run of the API (make test runs a short one)"
@@ -23,32 +23,32 @@ help:
 	@echo "make import SRC=<folder|zip> [USER_ID=<id>] [MAP=<csv>] [DRY_RUN=1]  old file memories in"
 	@echo "make export DEST=<folder> [USER_ID=<uuid>]  every user's memory (or one) out, same layout"
 	@echo "make bench-import  import 1,000 users x 500 episodes into a scratch database; episodes/s"
+	@echo "make backfill  embed logged episodes that have no embedding yet (EMBEDDING_* settings)"
+	@echo "make clean  remove .venv and the tool caches (not .data: the embedded database stays)"
 
-$(PY):
-	@py=$$(tools/find-python) && echo "creating $(VENV) with $$py" && "$$py" -m venv $(VENV)
-	@$(PIP) install --upgrade pip
+venv:
+	@$(ENSURE_VENV) backend/requirements.txt
 
-$(RUNTIME_STAMP): backend/requirements.txt | $(PY)
-	$(PIP) install -r backend/requirements.txt
-	@touch $@
+dev-venv:
+	@$(ENSURE_VENV) backend/requirements-dev.txt
 
-$(DEV_STAMP): backend/requirements.txt backend/requirements-dev.txt | $(PY)
-	$(PIP) install -r backend/requirements-dev.txt
-	@touch $@ $(RUNTIME_STAMP)
-
-run: $(RUNTIME_STAMP)
+run: venv
 	cd backend && exec $(PY) main.py
 
-test: $(DEV_STAMP) chromium
+# Polls GET /readyz where make run listens (HOST, PORT as the server reads them).
+wait: venv
+	@PYTHONPATH=backend $(PY) tools/wait_ready.py --timeout $${WAIT_SECONDS:-120}
+
+test: dev-venv chromium
 	$(PY) -m pytest
 
-lint: $(DEV_STAMP)
+lint: dev-venv
 	$(PY) -m ruff check backend bench tools
 	$(PY) -m ruff format --check backend bench tools
-	$(PY) -m mypy backend bench tools/check_imports.py
+	$(PY) -m mypy backend bench tools/check_imports.py tools/ensure_venv.py tools/wait_ready.py
 	$(PY) tools/check_imports.py
 
-token: $(RUNTIME_STAMP)
+token: venv
 	@cd backend && $(PY) -m services.auth.dev_tokens $(if $(USER_ID),--user-id $(USER_ID))
 
 # The bench's load generator: wrk (C, one epoll thread), so the server keeps both cores.
@@ -74,28 +74,31 @@ chromium:
 	      echo "warning: could not install chromium: the browser test will be skipped" >&2; \
 	  else echo "warning: no apt-get: install Chromium (or set CHROMIUM_PATH) to run the browser test" >&2; fi; }
 
-bench: $(DEV_STAMP) wrk
+bench: dev-venv wrk
 	PYTHONPATH=backend $(PY) -m bench.run
 
-soak: $(DEV_STAMP)
+soak: dev-venv
 	PYTHONPATH=backend $(PY) -m bench.soak
 
-fuzz: $(DEV_STAMP)
+fuzz: dev-venv
 	FUZZ_MAX_EXAMPLES=$${FUZZ_MAX_EXAMPLES:-300} $(PY) -m pytest -q backend/tests/test_fuzz_openapi.py
 
-import: $(RUNTIME_STAMP)
+import: venv
 	@test -n "$(SRC)" || { echo "usage: make import SRC=<folder|zip> [USER_ID=..] [MAP=..] [DRY_RUN=1]" >&2; exit 2; }
 	cd backend && $(PY) -m services.migration.import_cli "$(abspath $(SRC))" \
 	  $(if $(USER_ID),--user-id "$(USER_ID)") $(if $(MAP),--map "$(abspath $(MAP))") \
 	  $(if $(filter-out 0,$(DRY_RUN)),--dry-run)
 
-export: $(RUNTIME_STAMP)
+export: venv
 	@test -n "$(DEST)" || { echo "usage: make export DEST=<folder> [USER_ID=<uuid>]" >&2; exit 2; }
 	cd backend && $(PY) -m services.migration.export_cli "$(abspath $(DEST))" \
 	  $(if $(USER_ID),--user-id "$(USER_ID)")
 
-bench-import: $(DEV_STAMP)
+bench-import: dev-venv
 	PYTHONPATH=backend $(PY) -m bench.import_bench
 
+backfill: venv
+	cd backend && $(PY) -m services.recall.backfill
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV).lock .pytest_cache .mypy_cache .ruff_cache

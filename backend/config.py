@@ -9,8 +9,9 @@ from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 BACKEND_DIR = Path(__file__).resolve().parent
@@ -49,6 +50,11 @@ TextSearchConfig = Literal[
     "turkish",
     "yiddish",
 ]
+
+
+class StartupError(RuntimeError):
+    """The process can not start as configured. The message says what to fix and names the
+    setting; `python main.py` prints it as one line and exits non-zero (no traceback)."""
 
 
 class Backend(StrEnum):
@@ -116,7 +122,7 @@ class Settings(BaseSettings):
 
     # --- HTTP -------------------------------------------------------------------------------
     host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=1, le=65535)
+    port: int = Field(default=8000, ge=0, le=65535)  # 0: any free port (tests)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_level: str = "info"
 
@@ -141,8 +147,14 @@ class Settings(BaseSettings):
 
     @field_validator("supabase_url", "supabase_jwks_url", "llm_base_url", "embedding_base_url")
     @classmethod
-    def _strip_trailing_slash(cls, value: str | None) -> str | None:
-        return value.rstrip("/") if value else None
+    def _http_url(cls, value: str | None) -> str | None:
+        """An http(s) URL with a host, kept without its trailing slash."""
+        if not value:
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL, such as https://<project>.supabase.co")
+        return value.strip().rstrip("/")
 
     @field_validator("memory_list_caps")
     @classmethod
@@ -230,3 +242,21 @@ class Settings(BaseSettings):
         if self.episodic_keep_after_compaction is not None:
             return self.episodic_keep_after_compaction
         return self.episodic_soft_cap // 2
+
+
+def describe_settings_error(error: ValidationError) -> str:
+    """A pydantic validation error of `Settings` as one line naming each setting (by its
+    environment name) and what is wrong; a secret setting's value is never repeated."""
+    problems = []
+    for item in error.errors(include_url=False):
+        message = str(item["msg"]).removeprefix("Value error, ")
+        if not item["loc"]:  # a model validator: its message names the settings itself
+            problems.append(message)
+            continue
+        name = str(item["loc"][0])
+        field = Settings.model_fields.get(name)
+        secret = field is not None and "SecretStr" in str(field.annotation)
+        value = item.get("input")
+        shown = f"={value}" if isinstance(value, str) and not secret and len(value) < 80 else ""
+        problems.append(f"{name.upper()}{shown}: {message}")
+    return "; ".join(problems)

@@ -24,12 +24,24 @@ class ServiceError(Exception):
 
 
 class InvalidToken(ServiceError):
+    """401. `reason` is a short fixed code saying why (`services.auth.reasons.Reason`: for logs
+    and metric labels); `detail` says what to fix and is also sent as RFC 6750's
+    `error_description`. Neither ever holds anything taken from the token."""
+
     status_code = 401
-    detail = "invalid or missing bearer token"
+    detail = "invalid bearer token"
+
+    def __init__(self, detail: str | None = None, *, reason: str = "invalid") -> None:
+        super().__init__(detail)
+        self.reason = reason
 
     @property
     def headers(self) -> dict[str, str] | None:
-        return {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+        if self.reason == "missing":  # RFC 6750 3.1: no error code when no token was sent
+            return {"WWW-Authenticate": "Bearer"}
+        return {
+            "WWW-Authenticate": (f'Bearer error="invalid_token", error_description="{self.detail}"')
+        }
 
 
 class Forbidden(ServiceError):

@@ -7,12 +7,21 @@ a database test checks that they do.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PlainSerializer
+
+# Timestamps in replies as the database writes them into items' `created_at`:
+# ISO 8601 in UTC with `+00:00` (pydantic alone would write `Z` for `updated_at`).
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(
+        lambda value: value.astimezone(UTC).isoformat(), return_type=str, when_used="json"
+    ),
+]
 
 
 class FieldKind(StrEnum):
@@ -81,7 +90,7 @@ class MemoryDocument(BaseModel):
     rewards: list[JsonObject] = Field(default_factory=list)
     parent_reports: list[JsonObject] = Field(default_factory=list)
     version: int = 0
-    updated_at: datetime | None = None
+    updated_at: Timestamp | None = None
 
 
 MAX_SEARCH_LIMIT = 50  # results per search request
@@ -133,7 +142,7 @@ class StoredValue(BaseModel):
 
     value: JsonObject | list[JsonObject]
     version: int
-    updated_at: datetime | None = None
+    updated_at: Timestamp | None = None
 
 
 class AppendResult(BaseModel):
@@ -141,7 +150,7 @@ class AppendResult(BaseModel):
 
     items: list[JsonObject]
     version: int
-    updated_at: datetime | None = None
+    updated_at: Timestamp | None = None
 
 
 class CurrentUserOut(BaseModel):

@@ -16,12 +16,12 @@ import jwt
 from postgrest import AsyncPostgrestClient
 from postgrest.constants import DEFAULT_POSTGREST_CLIENT_HEADERS
 
-from config import Settings
+from config import Settings, StartupError
 
 REST_PATH = "/rest/v1"
 
 
-class SupabaseConfigError(ValueError):
+class SupabaseConfigError(StartupError, ValueError):
     """SUPABASE_URL / SUPABASE_KEY missing or unusable: a start-up error, never a request's 500."""
 
 

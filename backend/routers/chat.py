@@ -17,21 +17,22 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from deps import CurrentUserDep, ServicesDep
-from errors import LLMNotConfigured
+from errors import LLMNotConfigured, UpstreamError, UpstreamTimeout
 from models import ErrorOut, JsonObject
+from routers.json_body import JsonBodyRoute
 from services.chat.llm import LLMService
 from services.chat.service import ChatService
 from services.chat.stream import ChatEvent, StreamingTurn
 from services.chat.turn import TurnResult
 
-router = APIRouter(prefix="/api", tags=["chat"])
+router = APIRouter(prefix="/api", tags=["chat"], route_class=JsonBodyRoute)
 
 MAX_MESSAGE_CHARS = 4000
 _ERROR_TEXT = {
-    400: "the body can not be read as JSON text (e.g. it is not UTF-8)",
     401: "missing, invalid or expired bearer token",
     409: "this Idempotency-Key was used with a different message",
     413: "body or stored episode too large",
+    415: "the body was not sent as application/json",
     422: "invalid body (message must be 1-4000 characters)",
     502: "the LLM upstream failed or answered something unusable (its body is never relayed)",
     503: "chat not configured (set LLM_BASE_URL and LLM_MODEL), or storage unavailable",
@@ -159,7 +160,11 @@ async def chat_turn(
     turn = await service.begin(user, body.message, idempotency_key=idempotency_key)
     after = partial(service.after_turn, turn) if turn.stored is None else None
     if body.stream:
-        return ChatEventStream(await service.stream(turn), after)
+        try:
+            streaming = await service.stream(turn)
+        except (UpstreamError, UpstreamTimeout) as exc:  # before the first token
+            streaming = StreamingTurn.failed(exc)
+        return ChatEventStream(streaming, after)
     result = await service.reply(turn)
     if after is not None:
         background.add_task(after, result)

@@ -9,7 +9,18 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response, status
+from fastapi import (
+    APIRouter,
+    Body,
+    Depends,
+    Header,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
+    status,
+)
 
 from deps import CurrentUserDep, ServicesDep
 from errors import InvalidValue, VersionMismatch
@@ -23,6 +34,7 @@ from models import (
     MemoryField,
     SearchResult,
 )
+from routers.json_body import JsonBodyRoute
 from services.memory_service import (
     MAX_ITEMS_PER_APPEND,
     MemoryService,
@@ -30,18 +42,19 @@ from services.memory_service import (
     resolve_field,
 )
 
-router = APIRouter(prefix="/api/memory", tags=["memory"])
+router = APIRouter(prefix="/api/memory", tags=["memory"], route_class=JsonBodyRoute)
 
 MAX_QUERY_CHARS = 1000
 
 _ERROR_TEXT = {
-    400: "the body can not be read as JSON text (e.g. it is not UTF-8)",
+    400: 'malformed If-Match (an ETag is quoted: "3")',
     401: "missing, invalid or expired bearer token",
     404: "unknown field (or item)",
     405: "method not allowed on this kind of field",
     409: "idempotency conflict: the key or item id was used with a different body",
     412: "If-Match does not match the current version",
     413: "body or item too large",
+    415: "the body was not sent as application/json",
     422: "invalid body or parameters",
     502: "storage answered in a way the service does not understand (nothing is assumed)",
     503: "storage unreachable or timed out; retry after Retry-After seconds",
@@ -108,7 +121,10 @@ MemoryDep = Annotated[MemoryService, Depends(memory_service)]
 
 
 # `"3"`, `W/"3"`, or a bare `3` (lenient clients); ASCII digits only, within bigint.
-_ETAG = re.compile(r'(?:W/)?"([0-9]{1,18})"|([0-9]{1,18})', re.ASCII)
+_OUR_ETAG = re.compile(r'(?:W/)?"([0-9]{1,18})"', re.ASCII)
+# RFC 9110 entity-tag: an optional W/ and a quoted string of etagc (no `"`, no controls).
+_ENTITY_TAG = r'(?:W/)?"[\x21\x23-\x7e\x80-\xff]*"'
+_ENTITY_TAG_LIST = re.compile(rf"{_ENTITY_TAG}(?:[ \t]*,[ \t]*{_ENTITY_TAG})*")
 
 
 def etag(version: int) -> str:
@@ -116,13 +132,23 @@ def etag(version: int) -> str:
 
 
 def expected_version(if_match: str | None) -> int | None:
-    """The version an If-Match names (`"3"`, `W/"3"`); `*` or no header: no condition."""
+    """The version an If-Match names (`"3"`, `W/"3"`); `*` or no header: no condition.
+
+    A header that is not entity-tag syntax (`12345` unquoted, `"1` unterminated) is a 400
+    saying so; a well-formed tag that is not one of ours (`"abc"`, or a list) matches no
+    version, so the write is refused with 412 like any stale tag."""
     if if_match is None or if_match.strip() == "*":
         return None
-    match = _ETAG.fullmatch(if_match.strip())
+    value = if_match.strip()
+    if not _ENTITY_TAG_LIST.fullmatch(value):
+        raise HTTPException(
+            status_code=400,
+            detail='malformed If-Match: send an ETag as this API serves it, quoted: "3"',
+        )
+    match = _OUR_ETAG.fullmatch(value)
     if match is None:
-        raise VersionMismatch("If-Match must be an ETag served by this API")
-    return int(match.group(1) or match.group(2))
+        raise VersionMismatch("If-Match names no version of this memory")
+    return int(match.group(1))
 
 
 @router.get(
@@ -204,7 +230,7 @@ async def read_field(
     "/{field}",
     summary="Replace a field's whole value",
     response_model=JsonObject | list[JsonObject],
-    responses=errors(400, 404, 412, 413, 422),
+    responses=errors(400, 404, 412, 413, 415, 422),
 )
 async def replace_field(
     user: CurrentUserDep,
@@ -223,7 +249,7 @@ async def replace_field(
     "/{field}",
     summary="Shallow-merge into an object field (a null value removes that key)",
     response_model=JsonObject,
-    responses=errors(400, 404, 405, 412, 413, 422),
+    responses=errors(400, 404, 405, 412, 413, 415, 422),
 )
 async def merge_field(
     user: CurrentUserDep,
@@ -245,7 +271,7 @@ async def merge_field(
     summary=f"Append one item or 1-{MAX_ITEMS_PER_APPEND} items to a list field",
     status_code=status.HTTP_201_CREATED,
     response_model=list[JsonObject],
-    responses=errors(400, 404, 405, 409, 413, 422),
+    responses=errors(404, 405, 409, 413, 415, 422),
 )
 async def append_items(
     user: CurrentUserDep,

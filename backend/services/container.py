@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import asyncpg
 import httpx
 
-from config import Backend, Settings
+from config import Backend, Settings, StartupError
+from errors import StorageUnavailable
 from repositories.base import MemoryRepository
 from services.auth.jwks import JwksCache
 from services.auth.verifier import TokenVerifier
@@ -56,10 +57,45 @@ class Storage:
     pool: asyncpg.Pool | None = None  # postgres/embedded: the login role's pool (operator tools)
 
 
+# What to check when the storage does not answer at start-up, by backend.
+_UNREACHABLE_HINTS = {
+    Backend.SUPABASE: "Supabase did not answer at SUPABASE_URL: check SUPABASE_URL and"
+    " SUPABASE_KEY, and that supabase_schema.sql is applied",
+    Backend.POSTGRES: "cannot reach the database at DATABASE_URL: check DATABASE_URL (host, port,"
+    " user, password, database) and that PostgreSQL is running",
+    Backend.EMBEDDED: "the embedded PostgreSQL does not answer: see its log in"
+    " DATA_DIR/postgres/log",
+}
+
+
+def unreachable(settings: Settings, exc: BaseException) -> StartupError:
+    """The start-up error for storage that does not answer, naming the setting to check (and
+    the error's type and text, which carry no secret: asyncpg and httpx name host and port)."""
+    cause = exc.__cause__ if isinstance(exc, StorageUnavailable) and exc.__cause__ else exc
+    reason = f"{type(cause).__name__}: {cause}".rstrip(": ")
+    return StartupError(f"{_UNREACHABLE_HINTS[settings.backend]} ({reason})")
+
+
 async def open_storage(
     settings: Settings, http: httpx.AsyncClient, stack: AsyncExitStack
 ) -> Storage:
-    """The configured backend's repository; what it opens is closed by `stack`."""
+    """The configured backend's repository; what it opens is closed by `stack`.
+
+    One policy for every backend: storage that does not answer at start-up is a
+    `StartupError` naming the setting to check (fail fast), not a server that answers 503s
+    from its first request on. Once started, an outage is a 503 with Retry-After.
+    """
+    storage = await _open_storage(settings, http, stack)
+    try:
+        await storage.repository.ping()
+    except StorageUnavailable as exc:
+        raise unreachable(settings, exc) from exc
+    return storage
+
+
+async def _open_storage(
+    settings: Settings, http: httpx.AsyncClient, stack: AsyncExitStack
+) -> Storage:
     if settings.backend is Backend.SUPABASE:
         from repositories.supabase import SupabaseMemoryRepository
         from services.supabase_client import close_supabase_client, init_supabase_client
@@ -81,7 +117,10 @@ async def open_storage(
     else:
         assert settings.database_url is not None
         dsn = settings.database_url.get_secret_value()
-    pool = await create_pool(dsn, settings)
+    try:
+        pool = await create_pool(dsn, settings)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise unreachable(settings, exc) from exc
     stack.push_async_callback(pool.close)
     if embedded is None:
         return Storage(PostgresMemoryRepository(pool, settings), pool=pool)

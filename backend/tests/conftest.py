@@ -7,12 +7,13 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
+import respx
 import pytest
 from fastapi import FastAPI
 
@@ -51,6 +52,28 @@ async def running_app(settings: Settings) -> AsyncIterator[FastAPI]:
     """`create_app(settings)` with its lifespan entered: shared clients and storage open."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
+        yield app
+
+
+# PostgREST's answer to a read with the API key alone: anon may not read memories (what the
+# supabase backend's start-up probe expects of a reachable project with the schema applied).
+POSTGREST_ANON_REFUSED = {
+    "code": "42501",
+    "message": "permission denied for table memories",
+    "details": None,
+    "hint": None,
+}
+
+
+@asynccontextmanager
+async def running_supabase_app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """`running_app` on the supabase backend, its start-up probe answered as Supabase does."""
+    rest = f"{settings.supabase_url}/rest/v1"
+    async with AsyncExitStack() as stack:
+        with respx.mock(base_url=rest) as startup:
+            probe = startup.get("/memories").respond(401, json=POSTGREST_ANON_REFUSED)
+            app = await stack.enter_async_context(running_app(settings))
+        assert probe.call_count == 1
         yield app
 
 

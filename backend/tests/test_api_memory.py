@@ -153,20 +153,37 @@ class TestIfMatch:
         after = await client.get("/api/memory/identity", headers=auth)
         assert after.json() == {"v": "new"} and after.headers["etag"] == renewed.headers["etag"]
 
-    async def test_garbage_if_match_is_412(self, client: httpx.AsyncClient) -> None:
+    async def test_a_well_formed_tag_not_ours_is_412(self, client: httpx.AsyncClient) -> None:
         auth = new_user()
-        for tag in ['"abc"', '"1', "W/", '"' + "9" * 20 + '"', "-1", '"1", "2"']:
+        for tag in ['"abc"', '"' + "9" * 20 + '"', '"1", "2"', 'W/"x"']:
             response = await client.put(
                 "/api/memory/identity", json={}, headers={**auth, "If-Match": tag}
             )
             assert response.status_code == 412, tag
+        assert (await client.get("/api/memory", headers=auth)).json()["version"] == 0
+
+    async def test_a_malformed_if_match_is_400_naming_the_header(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        """`If-Match: 12345` (unquoted) was taken as a version and answered "changed" (412):
+        it is not an ETag at all, and the client is told so."""
+        auth = new_user()
+        stored = await client.put("/api/memory/identity", json={"v": 1}, headers=auth)
+        version = stored.headers["etag"].strip('"')
+        for tag in [version, "12345", '"1', "W/", "-1", 'W/"1"x']:
+            for method in ("PUT", "PATCH"):
+                response = await client.request(
+                    method, "/api/memory/identity", json={}, headers={**auth, "If-Match": tag}
+                )
+                assert response.status_code == 400, (method, tag, response.text)
+                assert "malformed If-Match" in response.json()["detail"]
         superscript_two = await client.put(
             "/api/memory/identity",
             json={},
             headers=[*((k.encode(), v.encode()) for k, v in auth.items()), (b"If-Match", b"\xb2")],
         )
-        assert superscript_two.status_code == 412
-        assert (await client.get("/api/memory", headers=auth)).json()["version"] == 0
+        assert superscript_two.status_code == 400
+        assert (await client.get("/api/memory/identity", headers=auth)).json() == {"v": 1}
 
     async def test_weak_and_star_tags(self, client: httpx.AsyncClient) -> None:
         auth = new_user()

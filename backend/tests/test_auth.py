@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -18,6 +19,7 @@ import respx
 from fastapi import FastAPI
 
 from services.auth.jwks import JwksCache
+from services.auth.reasons import DESCRIPTIONS, Reason
 from services.auth.verified_tokens import VerifiedTokenCache
 from services.auth.verifier import MAX_TOKEN_CHARS, TokenVerifier
 from services.container import Services
@@ -198,10 +200,28 @@ async def me(client: httpx.AsyncClient, token: str) -> httpx.Response:
     return await client.get("/api/me", headers=bearer(token))
 
 
-def assert_refused(response: httpx.Response) -> None:
+ROLE_REASONS: dict[Any, Reason] = {
+    "anon": Reason.NOT_A_USER,
+    "service_role": Reason.SERVICE_ROLE,
+    "postgres": Reason.NOT_A_USER,
+    "": Reason.NOT_A_USER,
+    None: Reason.MISSING_CLAIM,
+}
+
+
+def assert_refused(response: httpx.Response, reason: Reason | None = None) -> None:
+    """A 401 whose detail is one of the fixed descriptions (`reason`'s when given), sent as
+    RFC 6750's error_description too (no error code when no token was sent at all)."""
     assert response.status_code == 401, response.text
-    assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
-    assert response.json() == {"detail": "invalid or missing bearer token"}
+    detail = response.json()["detail"]
+    assert detail in DESCRIPTIONS.values(), detail
+    if reason is not None:
+        assert detail == DESCRIPTIONS[reason], (reason, detail)
+    if detail == DESCRIPTIONS[Reason.MISSING]:
+        assert response.headers["www-authenticate"] == "Bearer"
+    else:
+        expected = f'Bearer error="invalid_token", error_description="{detail}"'
+        assert response.headers["www-authenticate"] == expected
 
 
 def assert_accepted(response: httpx.Response, claims: dict[str, Any]) -> None:
@@ -277,37 +297,40 @@ class TestAccepted:
 class TestRefusedTokens:
     async def test_expired(self, client: httpx.AsyncClient) -> None:
         claims = supabase_claims(exp=int(time.time()) - LEEWAY - 60)
-        assert_refused(await me(client, hs256_token(claims)))
+        assert_refused(await me(client, hs256_token(claims)), Reason.EXPIRED)
 
     async def test_not_yet_valid(self, client: httpx.AsyncClient) -> None:
         claims = supabase_claims(nbf=int(time.time()) + LEEWAY + 60)
-        assert_refused(await me(client, hs256_token(claims)))
+        assert_refused(await me(client, hs256_token(claims)), Reason.NOT_YET_VALID)
 
     async def test_no_exp(self, client: httpx.AsyncClient) -> None:
         claims = supabase_claims()
         del claims["exp"]
-        assert_refused(await me(client, hs256_token(claims)))
+        assert_refused(await me(client, hs256_token(claims)), Reason.MISSING_CLAIM)
 
     @pytest.mark.parametrize("aud", ["anon", ["other-app"], "", None])
     async def test_wrong_audience(self, client: httpx.AsyncClient, aud: Any) -> None:
         claims = supabase_claims(aud=aud)
         if aud is None:
             del claims["aud"]
-        assert_refused(await me(client, hs256_token(claims)))
+        assert_refused(
+            await me(client, hs256_token(claims)),
+            Reason.MISSING_CLAIM if aud in (None, "") else Reason.WRONG_AUDIENCE,
+        )
 
     async def test_wrong_issuer(self, client: httpx.AsyncClient) -> None:
         claims = supabase_claims(iss="https://someone-else.supabase.co/auth/v1")
-        assert_refused(await me(client, hs256_token(claims)))
+        assert_refused(await me(client, hs256_token(claims)), Reason.WRONG_ISSUER)
 
     async def test_no_issuer_when_one_is_configured(self, client: httpx.AsyncClient) -> None:
         claims = supabase_claims()
         del claims["iss"]
-        assert_refused(await me(client, hs256_token(claims)))
+        assert_refused(await me(client, hs256_token(claims)), Reason.MISSING_CLAIM)
 
     @pytest.mark.parametrize("alg", ["none", "None", "NONE", ""])
     async def test_alg_none(self, client: httpx.AsyncClient, alg: str) -> None:
         token = raw_token({"alg": alg, "typ": "JWT"}, supabase_claims())
-        assert_refused(await me(client, token))
+        assert_refused(await me(client, token), Reason.UNSUPPORTED_ALG)
 
     @pytest.mark.parametrize("signing_key", [ES256_KEY, RS256_KEY], ids=["es256", "rs256"])
     async def test_hs256_signed_with_the_jwks_public_key(
@@ -338,12 +361,15 @@ class TestRefusedTokens:
 
     async def test_wrong_secret(self, client: httpx.AsyncClient) -> None:
         token = hs256_token(supabase_claims(), secret="another-secret-with-more-than-32-chars!!")
-        assert_refused(await me(client, token))
+        assert_refused(await me(client, token), Reason.BAD_SIGNATURE)
 
     async def test_tampered_hs256_payload(self, client: httpx.AsyncClient) -> None:
         claims = supabase_claims()
         token = hs256_token(claims)
-        assert_refused(await me(client, with_payload(token, {**claims, "sub": str(uuid.uuid4())})))
+        assert_refused(
+            await me(client, with_payload(token, {**claims, "sub": str(uuid.uuid4())})),
+            Reason.BAD_SIGNATURE,
+        )
 
     async def test_tampered_es256_payload(
         self, client: httpx.AsyncClient, jwks: JwksServer
@@ -351,7 +377,10 @@ class TestRefusedTokens:
         claims = supabase_claims()
         token = ES256_KEY.sign(claims)
         assert (await me(client, token)).status_code == 200
-        assert_refused(await me(client, with_payload(token, {**claims, "sub": str(uuid.uuid4())})))
+        assert_refused(
+            await me(client, with_payload(token, {**claims, "sub": str(uuid.uuid4())})),
+            Reason.BAD_SIGNATURE,
+        )
 
     async def test_unknown_kid_after_one_refetch(
         self, client: httpx.AsyncClient, jwks: JwksServer
@@ -359,21 +388,21 @@ class TestRefusedTokens:
         assert (await me(client, ES256_KEY.sign(supabase_claims()))).status_code == 200
         assert jwks.fetches == 1
         stranger = ec_key("not-in-the-jwks")
-        assert_refused(await me(client, stranger.sign(supabase_claims())))
+        assert_refused(await me(client, stranger.sign(supabase_claims())), Reason.UNKNOWN_KEY)
         assert jwks.fetches == 2, "an unknown kid refetches the JWKS once"
 
     async def test_known_kid_but_another_key(
         self, client: httpx.AsyncClient, jwks: JwksServer
     ) -> None:
         impostor = ec_key(ES256_KEY.kid)
-        assert_refused(await me(client, impostor.sign(supabase_claims())))
+        assert_refused(await me(client, impostor.sign(supabase_claims())), Reason.BAD_SIGNATURE)
 
     @pytest.mark.parametrize("role", ["anon", "service_role", "postgres", "", None])
     async def test_role_not_authenticated(self, client: httpx.AsyncClient, role: Any) -> None:
         claims = supabase_claims(role=role)
         if role is None:
             del claims["role"]
-        assert_refused(await me(client, hs256_token(claims)))
+        assert_refused(await me(client, hs256_token(claims)), ROLE_REASONS[role])
 
     async def test_supabase_anon_key(self, client: httpx.AsyncClient) -> None:
         """The legacy anon API key as Supabase issues it: signed with the secret, no user."""
@@ -384,7 +413,7 @@ class TestRefusedTokens:
     async def test_no_sub(self, client: httpx.AsyncClient) -> None:
         claims = supabase_claims()
         del claims["sub"]
-        assert_refused(await me(client, hs256_token(claims)))
+        assert_refused(await me(client, hs256_token(claims)), Reason.MISSING_CLAIM)
 
     @pytest.mark.parametrize(
         "sub",
@@ -399,11 +428,13 @@ class TestRefusedTokens:
         ],
     )
     async def test_sub_not_a_uuid(self, client: httpx.AsyncClient, sub: Any) -> None:
-        assert_refused(await me(client, hs256_token(supabase_claims(sub=sub))))
+        assert_refused(await me(client, hs256_token(supabase_claims(sub=sub))), Reason.BAD_SUBJECT)
 
     @pytest.mark.parametrize("value", ["true", 1, "yes"])
     async def test_is_anonymous_not_a_boolean(self, client: httpx.AsyncClient, value: Any) -> None:
-        assert_refused(await me(client, hs256_token(supabase_claims(is_anonymous=value))))
+        assert_refused(
+            await me(client, hs256_token(supabase_claims(is_anonymous=value))), Reason.BAD_CLAIM
+        )
 
     async def test_100_kb_token_refused_before_decoding(
         self, client: httpx.AsyncClient, decodes: list[str]
@@ -412,23 +443,62 @@ class TestRefusedTokens:
         claims = supabase_claims(user_metadata={"padding": "x" * 100_000})
         token = hs256_token(claims)
         assert len(token) > MAX_TOKEN_CHARS
-        assert_refused(await me(client, token))
+        assert_refused(await me(client, token), Reason.TOO_LARGE)
         assert decodes == []
         assert (await me(client, hs256_token(supabase_claims()))).status_code == 200
         assert decodes, "the spy sees ordinary verification"
 
 
+class TestRefusalLog:
+    """The server log says why a token was refused, at the default level, and never holds the
+    token (a newcomer's 401 was unexplained: the log said nothing)."""
+
+    @pytest.mark.parametrize(
+        ("make_token", "reason"),
+        [
+            (lambda: hs256_token(supabase_claims(exp=int(time.time()) - 3600)), "expired"),
+            (lambda: hs256_token(supabase_claims(), secret="x" * 40), "bad_signature"),
+            (lambda: hs256_token(supabase_claims(role="service_role")), "service_role"),
+        ],
+        ids=["expired", "bad-signature", "service-role"],
+    )
+    async def test_reason_logged_at_info_without_the_token(
+        self,
+        client: httpx.AsyncClient,
+        caplog: pytest.LogCaptureFixture,
+        make_token: Any,
+        reason: str,
+    ) -> None:
+        token = make_token()
+        with caplog.at_level(logging.INFO, logger="services.auth_service"):
+            assert (await me(client, token)).status_code == 401
+        refusals = [r for r in caplog.records if "token refused" in r.getMessage()]
+        assert len(refusals) == 1 and refusals[0].levelno == logging.INFO
+        assert refusals[0].getMessage() == f"401 for GET /api/me: token refused ({reason})"
+        logged = "\n".join(r.getMessage() for r in caplog.records)
+        assert token not in logged and token.split(".")[1] not in logged
+
+    async def test_missing_header_logged(
+        self, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        with caplog.at_level(logging.INFO, logger="services.auth_service"):
+            assert (await client.get("/api/memory")).status_code == 401
+        assert "401 for GET /api/memory: token refused (missing)" in caplog.messages
+
+
 class TestRefusedHeaders:
     async def test_no_authorization_header(self, client: httpx.AsyncClient) -> None:
-        assert_refused(await client.get("/api/me"))
+        assert_refused(await client.get("/api/me"), Reason.MISSING)
 
     async def test_basic_scheme(self, client: httpx.AsyncClient) -> None:
         response = await client.get("/api/me", headers={"Authorization": "Basic dXNlcjpwYXNz"})
-        assert_refused(response)
+        assert_refused(response, Reason.MISSING)
 
     async def test_basic_scheme_carrying_a_valid_token(self, client: httpx.AsyncClient) -> None:
         token = hs256_token(supabase_claims())
-        assert_refused(await client.get("/api/me", headers={"Authorization": f"Basic {token}"}))
+        assert_refused(
+            await client.get("/api/me", headers={"Authorization": f"Basic {token}"}), Reason.MISSING
+        )
 
     @pytest.mark.parametrize(
         "value",
@@ -451,7 +521,7 @@ class TestRefusedHeaders:
     async def test_two_tokens(self, client: httpx.AsyncClient) -> None:
         token = hs256_token(supabase_claims())
         response = await client.get("/api/me", headers={"Authorization": f"Bearer {token} {token}"})
-        assert_refused(response)
+        assert_refused(response, Reason.MALFORMED)
 
     async def test_lowercase_scheme_is_fine(self, client: httpx.AsyncClient) -> None:
         claims = supabase_claims()
@@ -466,7 +536,7 @@ class TestAnonymousRefused:
         self, strict_client: httpx.AsyncClient
     ) -> None:
         token = hs256_token(supabase_claims(is_anonymous=True))
-        assert_refused(await me(strict_client, token))
+        assert_refused(await me(strict_client, token), Reason.ANONYMOUS_REFUSED)
 
     async def test_signed_in_user_still_accepted(self, strict_client: httpx.AsyncClient) -> None:
         claims = supabase_claims()
@@ -475,7 +545,9 @@ class TestAnonymousRefused:
     async def test_asymmetric_token_without_a_jwks_source(
         self, strict_client: httpx.AsyncClient
     ) -> None:
-        assert_refused(await me(strict_client, ES256_KEY.sign(supabase_claims())))
+        assert_refused(
+            await me(strict_client, ES256_KEY.sign(supabase_claims())), Reason.UNSUPPORTED_ALG
+        )
 
 
 class TestJwksCache:
@@ -483,7 +555,7 @@ class TestJwksCache:
         self, client: httpx.AsyncClient, jwks: JwksServer
     ) -> None:
         jwks.route.side_effect = httpx.ConnectError("connection refused")
-        assert_refused(await me(client, ES256_KEY.sign(supabase_claims())))
+        assert_refused(await me(client, ES256_KEY.sign(supabase_claims())), Reason.JWKS_UNAVAILABLE)
         assert jwks.fetches == 1
 
     @pytest.mark.parametrize(
@@ -502,7 +574,7 @@ class TestJwksCache:
     ) -> None:
         jwks.route.side_effect = None
         jwks.route.return_value = reply
-        assert_refused(await me(client, ES256_KEY.sign(supabase_claims())))
+        assert_refused(await me(client, ES256_KEY.sign(supabase_claims())), Reason.JWKS_UNAVAILABLE)
         assert jwks.fetches == 1
 
     async def test_symmetric_key_in_the_jwks_verifies_nothing(
@@ -520,7 +592,7 @@ class TestJwksCache:
 
     async def test_jwks_timeout_is_401(self, client: httpx.AsyncClient, jwks: JwksServer) -> None:
         jwks.route.side_effect = httpx.ReadTimeout("slow")
-        assert_refused(await me(client, RS256_KEY.sign(supabase_claims())))
+        assert_refused(await me(client, RS256_KEY.sign(supabase_claims())), Reason.JWKS_UNAVAILABLE)
 
     async def test_failing_jwks_is_not_asked_by_every_request(
         self, client: httpx.AsyncClient, jwks: JwksServer
@@ -662,3 +734,11 @@ class TestVerifiedTokenCache:
         assert_refused(await me(client, token))
         assert_refused(await me(client, token))
         assert len(decodes) == 2
+
+
+def test_every_reason_has_an_rfc_6750_safe_description() -> None:
+    """error_description allows printable ASCII without `"` and `\\`; every code has one."""
+    assert set(DESCRIPTIONS) == set(Reason)
+    for description in DESCRIPTIONS.values():
+        assert all(0x20 <= ord(c) <= 0x7E and c not in '"\\' for c in description), description
+    assert len(set(DESCRIPTIONS.values())) == len(DESCRIPTIONS), "each reason reads differently"

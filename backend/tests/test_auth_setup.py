@@ -183,6 +183,35 @@ class TestMakeToken:
         assert claims["iss"] == "https://ref.supabase.co/auth/v1"
         assert not (Path(cli_env["DATA_DIR"]) / "dev_jwt_secret").exists()
 
+    def test_names_the_secret_file_and_warns_when_it_creates_it(
+        self, cli_env: dict[str, str], capsys: Any
+    ) -> None:
+        """The README's trap: `make token` without the server's DATA_DIR quietly made a new
+        secret the server did not know. It now says which file it used, and warns when it has
+        just created that file."""
+        secret_file = Path(cli_env["DATA_DIR"]) / "dev_jwt_secret"
+        assert dev_tokens.main([]) == 0
+        first = capsys.readouterr()
+        assert f"dev secret in {secret_file}" in first.err
+        assert "warning: that dev secret was created just now" in first.err
+        assert "DATA_DIR" in first.err
+        assert dev_tokens.main([]) == 0
+        again = capsys.readouterr()
+        assert f"dev secret in {secret_file}" in again.err
+        assert "warning" not in again.err
+        secret = secret_file.read_text().strip()
+        assert secret not in first.err + again.err
+
+    def test_a_settings_typo_is_one_line(
+        self, cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: Any
+    ) -> None:
+        monkeypatch.setenv("MEMORY_BACKEND", "embeded")
+        assert dev_tokens.main([]) == 1
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert captured.err.startswith("error: MEMORY_BACKEND=embeded: Input should be")
+        assert captured.err.count("\n") == 1
+
     def test_nothing_to_sign_with(
         self, cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: Any
     ) -> None:

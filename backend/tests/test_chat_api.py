@@ -205,6 +205,19 @@ class TestStreamedTurn:
         assert await stored_episodes(chat_client, auth) == []
 
 
+def assert_failed(response: httpx.Response, stream: bool, status: int, detail: str) -> None:
+    """A plain JSON error status; streamed, the one `error` event the README promises (the
+    upstream failed before its first token, so nothing else was sent)."""
+    if not stream:
+        assert response.status_code == status
+        assert response.headers["content-type"] == "application/json"
+        assert response.json()["detail"] == detail
+        return
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert sse_events(response.text) == [("error", {"status": status, "detail": detail})]
+
+
 class TestErrors:
     @pytest.mark.parametrize("stream", [False, True])
     async def test_upstream_error_is_502_leaks_nothing_stores_nothing(
@@ -220,8 +233,7 @@ class TestErrors:
             401, json={"error": {"message": f"{UPSTREAM_SECRET}: bad key {CHAT_LLM_API_KEY}"}}
         )
         response = await say(chat_client, auth, "Hi", stream=stream)
-        assert response.status_code == 502
-        assert response.headers["content-type"] == "application/json"
+        assert_failed(response, stream, 502, "the language model upstream failed")
         for text in (response.text, caplog.text):
             assert UPSTREAM_SECRET not in text and CHAT_LLM_API_KEY not in text
         assert await stored_episodes(chat_client, auth) == []
@@ -233,8 +245,7 @@ class TestErrors:
         auth = new_user()
         llm.route.side_effect = httpx.ReadTimeout("timed out")
         response = await say(chat_client, auth, "Hi", stream=stream)
-        assert response.status_code == 504
-        assert response.json()["detail"] == "the language model upstream timed out"
+        assert_failed(response, stream, 504, "the language model upstream timed out")
         assert await stored_episodes(chat_client, auth) == []
 
     @pytest.mark.parametrize(
@@ -255,11 +266,15 @@ class TestErrors:
         assert response.status_code == 502 and UPSTREAM_SECRET not in response.text
         assert await stored_episodes(chat_client, auth) == []
 
+    @pytest.mark.parametrize("stream", [False, True])
     async def test_unreachable_upstream_is_502(
-        self, chat_client: httpx.AsyncClient, llm: LLMStandIn
+        self, chat_client: httpx.AsyncClient, llm: LLMStandIn, stream: bool
     ) -> None:
+        auth = new_user()
         llm.route.side_effect = httpx.ConnectError("connection refused")
-        assert (await say(chat_client, new_user(), "Hi")).status_code == 502
+        response = await say(chat_client, auth, "Hi", stream=stream)
+        assert_failed(response, stream, 502, "the language model upstream failed")
+        assert await stored_episodes(chat_client, auth) == []
 
     @pytest.mark.parametrize("body", [{"message": ""}, {"message": "x" * 4001}, {}, {"m": 1}])
     async def test_invalid_body_is_422(

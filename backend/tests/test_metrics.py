@@ -117,7 +117,7 @@ class TestRequestsAndStorage:
         assert (await client.get("/api/me", headers=bearer("a.b.c"))).status_code == 401
         after = await scrape(client)
         assert moved(before, after, "memory_auth_failures_total", reason="missing") == 1
-        assert moved(before, after, "memory_auth_failures_total", reason="invalid_token") == 1
+        assert moved(before, after, "memory_auth_failures_total", reason="malformed") == 1
 
 
 class TestPool:

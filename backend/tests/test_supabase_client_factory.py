@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 import respx
+from pydantic import ValidationError
 from supabase import AsyncClient
 
 from config import Settings
@@ -122,10 +123,9 @@ class TestGetSupabaseClient:
 
 class TestCredentials:
     def test_a_url_that_is_not_http_is_refused(self) -> None:
-        with pytest.raises(SupabaseConfigError, match="http"):
-            SupabaseCredentials.from_settings(
-                make_settings(supabase_url="abcdefghijklmnopqrst.supabase.co", supabase_key=KEY)
-            )
+        """Refused by the settings themselves, before any client is built."""
+        with pytest.raises(ValidationError, match="must be an http"):
+            make_settings(supabase_url="abcdefghijklmnopqrst.supabase.co", supabase_key=KEY)
 
     def test_rest_url(self) -> None:
         settings = make_settings(supabase_url=f"{SUPABASE_URL}/", supabase_key=KEY)

@@ -12,13 +12,13 @@ import os
 import secrets
 from pathlib import Path
 
-from config import Settings
+from config import Settings, StartupError
 
 DEV_SECRET_FILENAME = "dev_jwt_secret"  # noqa: S105 (a file name)
 MIN_SECRET_CHARS = 32
 
 
-class DevSecretError(RuntimeError):
+class DevSecretError(StartupError):
     """The dev secret file exists but can not be used; the message says what to do."""
 
 

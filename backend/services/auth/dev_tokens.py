@@ -12,9 +12,10 @@ import uuid
 from typing import Any
 
 import jwt
+from pydantic import ValidationError
 
-from config import Settings
-from services.auth.dev_secret import DevSecretError
+from config import Backend, Settings, StartupError, describe_settings_error
+from services.auth.dev_secret import DevSecretError, dev_secret_path
 from services.auth.keys import resolve_auth_settings
 
 DEV_ISSUER = "http://127.0.0.1:54321/auth/v1"  # what a local Supabase (the CLI) issues
@@ -65,17 +66,44 @@ def mint_dev_token(settings: Settings, user_id: uuid.UUID = DEV_USER_ID) -> str:
     )
 
 
+def signing_key_note(settings: Settings) -> tuple[str, bool]:
+    """Where the token's signing secret comes from, and whether it is a dev secret file that
+    does not exist yet (minting creates it: a server already running on another DATA_DIR will
+    refuse the token)."""
+    secret = settings.supabase_jwt_secret
+    if (secret is not None and secret.get_secret_value().strip()) or (
+        settings.backend is not Backend.EMBEDDED
+    ):
+        return "signed with SUPABASE_JWT_SECRET", False
+    path = dev_secret_path(settings)
+    return f"signed with the dev secret in {path} (DATA_DIR={settings.data_dir})", not path.exists()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print a dev token as the last line of stdout (notes go to stderr)."""
     parser = argparse.ArgumentParser(prog="make token", description=__doc__)
     parser.add_argument("--user-id", type=uuid.UUID, default=DEV_USER_ID, help="the token's sub")
     args = parser.parse_args(argv)
     try:
-        token = mint_dev_token(Settings(), args.user_id)
-    except (DevSecretError, ValueError) as exc:
+        settings = Settings()
+        note, creating = signing_key_note(settings)
+        token = mint_dev_token(settings, args.user_id)
+    except ValidationError as exc:
+        print(f"error: {describe_settings_error(exc)}", file=sys.stderr)
+        return 1
+    except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"user {args.user_id}, valid {TOKEN_LIFETIME_SECONDS // 60} minutes:", file=sys.stderr)
+    print(
+        f"user {args.user_id}, valid {TOKEN_LIFETIME_SECONDS // 60} minutes, {note}",
+        file=sys.stderr,
+    )
+    if creating:
+        print(
+            "warning: that dev secret was created just now: a server already running with"
+            " another DATA_DIR refuses this token (give make token the server's DATA_DIR)",
+            file=sys.stderr,
+        )
     print(token)
     return 0
 

@@ -21,7 +21,7 @@ import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
-from errors import InvalidToken
+from services.auth.reasons import Reason, refused
 
 logger = logging.getLogger(__name__)
 
@@ -103,22 +103,23 @@ class JwksCache:
         if key is not None:
             return key
         if self._clock() < self._expires_at and not self._may_refetch_for_miss():
-            raise InvalidToken()
+            raise refused(Reason.UNKNOWN_KEY)
         async with self._lock:
             key = self._fresh_lookup(kid, algorithm)  # a fetch we waited for may have brought it
             if key is not None:
                 return key
             now = self._clock()
             if now < self._retry_after:  # the last fetch failed moments ago
-                raise InvalidToken()
+                raise refused(Reason.JWKS_UNAVAILABLE)
             if now < self._expires_at:  # fresh, but this kid is unknown
                 if not self._may_refetch_for_miss():
-                    raise InvalidToken()
+                    raise refused(Reason.UNKNOWN_KEY)
                 self._last_miss_fetch = now
             await self._refresh()
             key = self._fresh_lookup(kid, algorithm)
         if key is None:
-            raise InvalidToken()
+            failed = self._clock() < self._retry_after  # the fetch just now failed
+            raise refused(Reason.JWKS_UNAVAILABLE if failed else Reason.UNKNOWN_KEY)
         return key
 
     def _may_refetch_for_miss(self) -> bool:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pydantic import SecretStr
 
-from config import Backend, Settings
+from config import Backend, Settings, StartupError
 from services.auth.dev_secret import dev_secret_path, load_or_create_dev_secret
 
 
-class AuthConfigError(RuntimeError):
+class AuthConfigError(StartupError):
     """No way to verify tokens: a start-up error, never a per-request 500."""
 
 

@@ -6,8 +6,8 @@ the project's JWKS. So `none` never verifies, a public key is never used as an H
 the secret never verifies an asymmetric token. Then the claims: `exp`/`nbf` with leeway, `aud`
 holds "authenticated", `iss` when configured, `role` "authenticated", `sub` a UUID, anonymous
 sign-ins unless refused. `user_metadata` is never looked at (users can edit it). Every failure
-is an `InvalidToken` (401); verification is CPU-only apart from a JWKS (re)fetch, so it runs
-inline in an async dependency.
+is an `InvalidToken` (401) whose `reason` says why (`services.auth.reasons`); verification is
+CPU-only apart from a JWKS (re)fetch, so it runs inline in an async dependency.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import Any
 import jwt
 
 from config import Settings
-from errors import InvalidToken
 from models import User
 from services.auth.jwks import ASYMMETRIC_ALGORITHMS, JwksCache
+from services.auth.reasons import Reason, reason_for, refused
 from services.auth.verified_tokens import VerifiedTokenCache
 
 logger = logging.getLogger(__name__)
@@ -43,13 +43,13 @@ def _routing_header(token: str) -> dict[str, Any]:
     all three segments, doubling the cost of every verification.)"""
     segment = token.partition(".")[0]
     if len(segment) > MAX_HEADER_CHARS:
-        raise InvalidToken()
+        raise refused(Reason.TOO_LARGE)
     try:
         header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
     except (ValueError, RecursionError) as exc:  # binascii, unicode and JSON errors are
-        raise InvalidToken() from exc
+        raise refused(Reason.MALFORMED) from exc
     if not isinstance(header, dict):
-        raise InvalidToken()
+        raise refused(Reason.MALFORMED)
     return header
 
 
@@ -72,8 +72,10 @@ class TokenVerifier:
         self._allow_anonymous = settings.auth_allow_anonymous
 
     async def verify(self, token: str) -> User:
-        if not token or len(token) > MAX_TOKEN_CHARS or token.count(".") != 2:
-            raise InvalidToken()
+        if len(token) > MAX_TOKEN_CHARS:
+            raise refused(Reason.TOO_LARGE)
+        if token.count(".") != 2:
+            raise refused(Reason.MALFORMED)
         cached = self._verified.get(token)
         if cached is not None:
             return cached
@@ -86,7 +88,7 @@ class TokenVerifier:
             kid = header.get("kid")
             key = await self._jwks.key_for(kid if isinstance(kid, str) else None, algorithm)
         else:
-            raise InvalidToken()
+            raise refused(Reason.UNSUPPORTED_ALG)
         claims = self._decode(token, key)
         user = User(id=self._check_claims(claims), claims=claims, token=token)
         self._verified.put(user)
@@ -105,27 +107,31 @@ class TokenVerifier:
                 options={"require": _REQUIRED_CLAIMS},
             )
         except jwt.PyJWTError as exc:
-            logger.debug("token refused: %s", exc)
-            raise InvalidToken() from exc
+            raise refused(reason_for(exc)) from exc
         except Exception as exc:  # whatever a hostile token triggers: a 401, never a 500
             logger.warning("token refused by an unexpected %s", type(exc).__name__)
-            raise InvalidToken() from exc
+            raise refused(Reason.INVALID) from exc
         return claims
 
     def _check_claims(self, claims: dict[str, Any]) -> uuid.UUID:
         """The checks PyJWT does not do; returns the user id."""
-        if claims.get("role") != USER_ROLE:  # anon and service_role keys are not users
-            raise InvalidToken()
+        role = claims.get("role")
+        if role == "service_role":
+            raise refused(Reason.SERVICE_ROLE)
+        if role != USER_ROLE:  # anon keys (and anything else) are not users
+            raise refused(Reason.NOT_A_USER)
         anonymous = claims.get("is_anonymous", False)
-        if not isinstance(anonymous, bool) or (anonymous and not self._allow_anonymous):
-            raise InvalidToken()
+        if not isinstance(anonymous, bool):
+            raise refused(Reason.BAD_CLAIM)
+        if anonymous and not self._allow_anonymous:
+            raise refused(Reason.ANONYMOUS_REFUSED)
         sub = claims.get("sub")
         if not isinstance(sub, str) or len(sub) != 36:
-            raise InvalidToken()
+            raise refused(Reason.BAD_SUBJECT)
         try:
             user_id = uuid.UUID(sub)
         except ValueError as exc:
-            raise InvalidToken() from exc
+            raise refused(Reason.BAD_SUBJECT) from exc
         if str(user_id) != sub.lower():  # the canonical 8-4-4-4-12 form only
-            raise InvalidToken()
+            raise refused(Reason.BAD_SUBJECT)
         return user_id

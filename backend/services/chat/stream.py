@@ -25,6 +25,10 @@ ChatEvent = tuple[str, dict[str, Any]]  # ("delta" | "done" | "error", data)
 SaveReply = Callable[[str, bool], Awaitable[TurnResult]]  # (reply, interrupted) -> stored
 
 
+async def _nothing_to_save(reply: str, interrupted: bool) -> TurnResult:
+    raise AssertionError("a failed turn stores nothing")
+
+
 class _State(Enum):
     STREAMING = "streaming"
     SAVED = "saved"
@@ -52,12 +56,25 @@ class StreamingTurn:
         self.result: TurnResult | None = replay
         if replay is not None:
             self._state = _State.SAVED
+        self._failure: ServiceError | None = None
         self._events = self._generate()
+
+    @classmethod
+    def failed(cls, error: ServiceError) -> StreamingTurn:
+        """A turn whose upstream failed before its first token: the stream is one `error`
+        event (what the README promises a streaming client), and nothing is stored."""
+        turn = cls(None, _nothing_to_save)
+        turn._failure = error
+        turn._state = _State.FAILED
+        return turn
 
     def events(self) -> AsyncGenerator[ChatEvent, None]:
         return self._events
 
     async def _generate(self) -> AsyncGenerator[ChatEvent, None]:
+        if self._failure is not None:
+            yield "error", {"status": self._failure.status_code, "detail": self._failure.detail}
+            return
         if self.result is not None:  # an Idempotency-Key retry of a stored turn
             yield "delta", {"text": self.result.reply}
             yield "done", {"reply": self.result.reply, "episodes": self.result.episodes}

@@ -38,6 +38,9 @@ async def create_pool(dsn: str, settings: Settings, **overrides: Any) -> asyncpg
         "timeout": settings.storage_timeout_seconds,
         "init": _init_connection,
         "reset": _no_reset,
+        # Timestamps the SQL writes into JSON (items' created_at) in UTC, +00:00, whatever
+        # the server's own TimeZone (an embedded server takes the machine's).
+        "server_settings": {"TimeZone": "UTC"},
     }
     options.update(overrides)
     pool: asyncpg.Pool = await asyncpg.create_pool(dsn, **options)

