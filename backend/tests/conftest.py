@@ -13,8 +13,8 @@ from typing import Any
 
 import asyncpg
 import httpx
-import respx
 import pytest
+import respx
 from fastapi import FastAPI
 
 from config import Settings

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from services.migration.catalogue import MANIFEST_NAME, SOURCE_FILES
 from services.migration.plan import Limits, plan_user
 from services.migration.source import open_source
-from tests.conftest import asgi_client, make_settings, running_app, running_supabase_app
+from tests.conftest import asgi_client, make_settings, running_supabase_app
 from tests.tokens import TEST_JWT_SECRET, bearer, user_token
 
 FILE_NAMES = {spec.name for spec in SOURCE_FILES} | {MANIFEST_NAME}
