@@ -19,7 +19,7 @@ from starlette.routing import Match
 from config import Settings
 from errors import ServiceError
 from middleware import BodySizeLimitMiddleware, RequestIdMiddleware, configure_logging
-from routers import chat, health, me, memory
+from routers import chat, children, health, me, memory
 from services.auth.keys import resolve_auth_settings
 from services.container import open_services
 
@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(me.router)
     app.include_router(memory.router)
     app.include_router(chat.router)
+    app.include_router(children.router)
 
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import httpx
 
 from config import Backend, Settings
-from repositories.base import MemoryRepository
+from repositories.base import StorageRepository
 from services.auth.jwks import JwksCache
 from services.auth.verifier import TokenVerifier
 from services.memory_service import MemoryService
@@ -25,7 +25,7 @@ from services.storage.embedded_users import EmbeddedUserDirectory
 class Services:
     settings: Settings
     http: httpx.AsyncClient
-    repository: MemoryRepository
+    repository: StorageRepository
     memory: MemoryService
     verifier: TokenVerifier
     embedded: EmbeddedPostgres | None = None
@@ -43,7 +43,7 @@ def new_http_client(settings: Settings) -> httpx.AsyncClient:
 
 @dataclass(frozen=True, slots=True)
 class Storage:
-    repository: MemoryRepository
+    repository: StorageRepository
     embedded: EmbeddedPostgres | None = None
     users: EmbeddedUserDirectory | None = None
 
