@@ -851,8 +851,9 @@ $$;
 -- `authenticated`: the schema's owner, service_role), may change them. A child without a
 -- guardian keeps writing its own, as before guardians existed. A guardian reaches a child's
 -- row through the memories policies above and may change only those two fields there (and
--- delete the whole row: erase). The trigger below enforces it for every path: our API,
--- PostgREST straight to the table, and the functions.
+-- delete the whole row: erase). A child with a guardian may not erase its row (that would
+-- erase the guardian's fields too): its guardian does. The trigger below enforces it for every
+-- path: our API, PostgREST straight to the table, and the functions.
 -- ---------------------------------------------------------------------------------------
 create or replace function public.memories_guard_fields()
 returns trigger
@@ -864,9 +865,17 @@ declare
   v_owned_changed boolean;
 begin
   if current_user <> 'authenticated' then
-    return new;  -- the system: the owner (SQL editor, operator), service_role
+    return coalesce(new, old);  -- the system: the owner (SQL editor, operator), service_role
   end if;
   v_uid := auth.uid();
+  if tg_op = 'DELETE' then
+    -- Erasing deletes the guardian's instructions and reports too: the guardian erases.
+    if v_uid is not distinct from old.user_id
+       and exists (select from public.guardianships as g where g.child_id = old.user_id) then
+      raise exception 'your guardian erases this memory' using errcode = '42501';
+    end if;
+    return old;
+  end if;
   if tg_op = 'INSERT' then
     v_owned_changed := new.core_instructions <> '[]'::jsonb or new.parent_reports <> '[]'::jsonb;
   else
@@ -910,7 +919,7 @@ end
 $$;
 
 create or replace trigger memories_guard_fields
-  before insert or update on public.memories
+  before insert or update or delete on public.memories
   for each row execute function public.memories_guard_fields();
 
 -- The caller, who must be a guardian of p_child_id (42501 otherwise, also for a link removed a

@@ -33,6 +33,7 @@ OWN_FORBIDDEN_MESSAGES = (
     "only a guardian of this user may change this memory",
     "a guardian may change only core_instructions and parent_reports",
     "you are not a guardian of this user",
+    "your guardian erases this memory",
     "chat usage is counted one turn at a time",
 )
 
