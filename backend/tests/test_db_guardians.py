@@ -169,7 +169,7 @@ class TestChildWithAGuardian:
         guardian, child = await create_auth_user(admin_pool), await create_auth_user(admin_pool)
         await link(admin_pool, guardian, child)
         for field in OWNED_FIELDS:
-            sql = f"insert into public.memories (user_id, {field}) values ($1, '[{{}}]'::jsonb)"
+            sql = f"insert into public.memories (user_id, {field}) values ($1, '[{{}}]'::jsonb)"  # noqa: S608
             assert await sqlstate_as(admin_pool, child, sql, child) == "42501"
         assert await memory_row(admin_pool, child) is None
 
