@@ -152,7 +152,7 @@ class TestGuardianAccess:
         self, chat_client: httpx.AsyncClient, family: Family
     ) -> None:
         for auth in (family.stranger, family.child):
-            for method, rest, body in [
+            attempts: list[tuple[str, str, Any]] = [
                 ("GET", "/memory", None),
                 ("PUT", "/memory/core_instructions", []),
                 ("POST", "/memory/core_instructions", {"text": "x"}),
@@ -160,7 +160,8 @@ class TestGuardianAccess:
                 ("POST", "/reports", None),
                 ("PUT", "/limits", {"daily_turns": 100}),
                 ("DELETE", "/memory", None),
-            ]:
+            ]
+            for method, rest, body in attempts:
                 response = await chat_client.request(
                     method, family.path(rest), json=body, headers=auth
                 )

@@ -474,6 +474,7 @@ class TestChatLimits:
         after = await admin_pool.fetchrow(
             "select * from public.chat_usage where user_id = $1", user
         )
+        assert before is not None and after is not None
         assert dict(after) == dict(before)
 
     async def test_concurrent_turns_at_the_limit_take_exactly_the_limit(
