@@ -195,6 +195,17 @@ class TestGuardianAccess:
         )
         assert response.status_code == 200
 
+    async def test_invalid_instructions_are_403_for_strangers_and_422_for_the_guardian(
+        self, chat_client: httpx.AsyncClient, family: Family
+    ) -> None:
+        bad = [{"text": "a\u0000b"}]
+        path = family.path("/memory/core_instructions")
+        assert (await chat_client.put(path, json=bad, headers=family.stranger)).status_code == 403
+        assert (await chat_client.post(path, json=[], headers=family.stranger)).status_code == 403
+        refused = await chat_client.put(path, json=bad, headers=family.guardian)
+        assert refused.status_code == 422 and "NUL" in refused.json()["detail"]
+        assert (await chat_client.post(path, json=[], headers=family.guardian)).status_code == 422
+
     async def test_a_child_id_that_is_no_uuid_is_422(
         self, chat_client: httpx.AsyncClient, family: Family
     ) -> None:

@@ -10,10 +10,20 @@ only if no other report was stored meanwhile (two racing generations store one).
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from uuid import UUID
 
 from config import Settings
-from errors import InvalidValue, ItemNotFound, LLMNotConfigured, NothingToReport, ReportRaceLost
+from errors import (
+    Forbidden,
+    InvalidValue,
+    ItemNotFound,
+    LLMNotConfigured,
+    NothingToReport,
+    PayloadTooLarge,
+    ReportRaceLost,
+)
 from models import (
     AppendResult,
     ChildLink,
@@ -49,6 +59,17 @@ class GuardianService:
         self._settings = settings
         self._llm = llm
 
+    @asynccontextmanager
+    async def _link_first(self, user: User, child_id: UUID) -> AsyncIterator[None]:
+        """Validation inside: when it refuses the input, a caller who is not this child's
+        guardian gets 403 rather than the validation error (one extra read, on refusal only)."""
+        try:
+            yield
+        except (InvalidValue, PayloadTooLarge):
+            if not any(c.child_id == child_id for c in await self.children(user)):
+                raise Forbidden("you are not a guardian of this user") from None
+            raise
+
     async def children(self, user: User) -> list[ChildLink]:
         return await self._repository.guardian_children(user)
 
@@ -58,16 +79,20 @@ class GuardianService:
     async def set_instructions(
         self, user: User, child_id: UUID, items: list[JsonObject]
     ) -> StoredValue:
-        self._memory.check_items(items, INSTRUCTIONS, limit=self._settings.list_cap(INSTRUCTIONS))
+        async with self._link_first(user, child_id):
+            self._memory.check_items(
+                items, INSTRUCTIONS, limit=self._settings.list_cap(INSTRUCTIONS)
+            )
         return await self._repository.guardian_set_field(user, child_id, INSTRUCTIONS, items)
 
     async def append_instructions(
         self, user: User, child_id: UUID, items: JsonObject | list[JsonObject]
     ) -> AppendResult:
         batch = [items] if isinstance(items, dict) else items
-        if not isinstance(batch, list) or not 1 <= len(batch) <= MAX_ITEMS_PER_APPEND:
-            raise InvalidValue(f"send one item object or an array of 1-{MAX_ITEMS_PER_APPEND}")
-        self._memory.check_items(batch, INSTRUCTIONS, limit=MAX_ITEMS_PER_APPEND)
+        async with self._link_first(user, child_id):
+            if not isinstance(batch, list) or not 1 <= len(batch) <= MAX_ITEMS_PER_APPEND:
+                raise InvalidValue(f"send one item object or an array of 1-{MAX_ITEMS_PER_APPEND}")
+            self._memory.check_items(batch, INSTRUCTIONS, limit=MAX_ITEMS_PER_APPEND)
         return await self._repository.guardian_append_items(
             user, child_id, INSTRUCTIONS, batch, cap=self._settings.list_cap(INSTRUCTIONS)
         )
@@ -84,11 +109,11 @@ class GuardianService:
     async def generate_report(self, user: User, child_id: UUID) -> JsonObject:
         """Summarise the episodes since the newest report and store the report (201). 409 when
         there is nothing new, or when another report was stored while this one was written."""
-        if self._llm is None:
-            raise LLMNotConfigured()
         context = await self._repository.guardian_report_context(
             user, child_id, max_episodes=self._settings.report_max_episodes
-        )
+        )  # first: a user who is not this child's guardian gets 403, not 503
+        if self._llm is None:
+            raise LLMNotConfigured()
         if not context.episodes:
             raise NothingToReport()
         text = await self._llm.complete(report_messages(context))
