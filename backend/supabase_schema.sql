@@ -918,9 +918,32 @@ begin
 end
 $$;
 
+-- Only when an owned field is written (`update of`): a chat turn's append to episodic_memory
+-- never fires it, so the hot path pays nothing.
 create or replace trigger memories_guard_fields
-  before insert or update or delete on public.memories
+  before insert or delete or update of core_instructions, parent_reports on public.memories
   for each row execute function public.memories_guard_fields();
+
+-- A write to any other column of another user's row (a guardian's, the only one the policies
+-- let through) is refused; a user's own writes pass at the first test.
+create or replace function public.memories_guard_child_fields()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  if current_user = 'authenticated' and auth.uid() is distinct from old.user_id then
+    raise exception 'a guardian may change only core_instructions and parent_reports'
+      using errcode = '42501';
+  end if;
+  return new;
+end
+$$;
+
+create or replace trigger memories_guard_child_fields
+  before update of user_id, identity, current_state, long_term_summary, episodic_memory, rewards
+  on public.memories
+  for each row execute function public.memories_guard_child_fields();
 
 -- The caller, who must be a guardian of p_child_id (42501 otherwise, also for a link removed a
 -- moment ago: the lookup runs in the calling statement).
@@ -1432,6 +1455,7 @@ end
 $$;
 
 revoke all on function public.memories_guard_fields() from public, anon, authenticated;
+revoke all on function public.memories_guard_child_fields() from public, anon, authenticated;
 revoke all on function public.chat_usage_count_only() from public, anon, authenticated;
 revoke all on function public.memory_erase_of(uuid) from public, anon;
 revoke all on function public.memory_require_guardian(uuid) from public, anon;
