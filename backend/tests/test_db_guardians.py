@@ -306,6 +306,10 @@ class TestGuardian:
             "update public.memories set episodic_memory = '[{\"x\": 1}]' where user_id = $1",
             "update public.memories set rewards = '[{\"x\": 1}]', core_instructions = '[]'"
             " where user_id = $1",
+            "insert into public.memories (user_id, identity) values ($1, '{\"x\": 1}')"
+            " on conflict (user_id) do update set identity = excluded.identity",
+            "insert into public.memories (user_id, core_instructions) values ($1, '[]')"
+            " on conflict (user_id) do update set episodic_memory = '[]', core_instructions = '[]'",
             "select public.guardian_set_field($1, 'identity', '{}'::jsonb)",
             "select public.guardian_append_items($1, 'episodic_memory', '[{}]'::jsonb, 10)",
         ],
@@ -549,3 +553,62 @@ class TestReports:
             admin_pool, guardian, "select public.guardian_report_context($1, 10)", child
         )
         assert context["episodes"] == [] and context["after_episode_id"] == "e1"
+
+
+class TestCatalog:
+    TABLES = ("guardianships", "chat_limits", "chat_usage")
+
+    async def test_anon_has_nothing_and_authenticated_only_what_it_needs(
+        self, admin_pool: asyncpg.Pool
+    ) -> None:
+        granted = {
+            (table, role, privilege)
+            for table in self.TABLES
+            for role in ("anon", "authenticated", "public")
+            for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES")
+            if await admin_pool.fetchval(
+                "select has_table_privilege($1::regrole, $2::regclass, $3)"
+                if role != "public"
+                else "select coalesce(bool_or(a.grantee = 0 and a.privilege_type = $3), false)"
+                " from pg_catalog.pg_class as c, aclexplode(c.relacl) as a"
+                " where c.oid = $2::regclass and $1 = 'public'",
+                role,
+                f"public.{table}",
+                privilege,
+            )
+        }
+        assert granted == {
+            ("guardianships", "authenticated", "SELECT"),
+            ("chat_limits", "authenticated", "SELECT"),
+            ("chat_limits", "authenticated", "INSERT"),
+            ("chat_limits", "authenticated", "UPDATE"),
+            ("chat_usage", "authenticated", "SELECT"),
+            ("chat_usage", "authenticated", "INSERT"),
+            ("chat_usage", "authenticated", "UPDATE"),
+        }
+
+    async def test_the_ownership_trigger_skips_writes_to_other_fields(
+        self, admin_pool: asyncpg.Pool
+    ) -> None:
+        """A chat turn's append (episodic_memory only) does not fire the ownership check."""
+        columns = await admin_pool.fetchval(
+            "select array_agg(a.attname::text order by a.attname)"
+            " from pg_catalog.pg_trigger as t"
+            " join pg_catalog.pg_attribute as a"
+            "   on a.attrelid = t.tgrelid and a.attnum = any (t.tgattr::int2[])"
+            " where t.tgrelid = 'public.memories'::regclass"
+            "   and t.tgname = 'memories_guard_fields'"
+        )
+        assert columns == ["core_instructions", "parent_reports"]
+
+    @pytest.mark.parametrize(
+        "function",
+        ["memories_guard_fields", "memories_guard_child_fields", "chat_usage_count_only"],
+    )
+    async def test_trigger_functions_are_not_callable(
+        self, admin_pool: asyncpg.Pool, function: str
+    ) -> None:
+        for role in ("anon", "authenticated"):
+            assert not await admin_pool.fetchval(
+                "select has_function_privilege($1, $2, 'EXECUTE')", role, f"public.{function}()"
+            )
