@@ -138,7 +138,7 @@ class ChatLimits(BaseModel):
     """A child's chat limits as a guardian sets them (`null`: no daily limit)."""
 
     daily_turns: int | None = Field(
-        default=None, ge=0, le=100_000, description="Chat turns per UTC day; 0 stops chat"
+        ge=0, le=100_000, description="Chat turns per UTC day; 0 stops chat; null: no limit"
     )
 
 

@@ -206,6 +206,15 @@ class TestGuardianAccess:
         assert refused.status_code == 422 and "NUL" in refused.json()["detail"]
         assert (await chat_client.post(path, json=[], headers=family.guardian)).status_code == 422
 
+    @pytest.mark.parametrize("body", [{}, {"daily_turns": -1}, {"daily_turns": "many"}])
+    async def test_a_limit_must_be_given_and_in_range(
+        self, chat_client: httpx.AsyncClient, family: Family, body: Any
+    ) -> None:
+        response = await chat_client.put(family.path("/limits"), json=body, headers=family.guardian)
+        assert response.status_code == 422
+        listed = (await chat_client.get("/api/children", headers=family.guardian)).json()
+        assert listed[0]["daily_turns"] is None
+
     async def test_a_child_id_that_is_no_uuid_is_422(
         self, chat_client: httpx.AsyncClient, family: Family
     ) -> None:
