@@ -165,6 +165,26 @@ create policy guardianships_select_own on public.guardianships
 revoke all on table public.guardianships from public, anon, authenticated;
 grant select on table public.guardianships to authenticated;
 
+-- Whether the caller is a guardian of p_child_id: the guardian arm of the memories policies.
+-- plpgsql, so it is not inlined: the policies stay cheap to plan (the memory functions plan
+-- their dynamic SQL on every call), and a user's own row never calls it (the first arm of the
+-- policies' OR decides).
+create or replace function public.memory_is_guardian_of(p_child_id uuid)
+returns boolean
+language plpgsql
+stable
+security invoker
+set search_path = ''
+as $$
+begin
+  return exists (
+    select from public.guardianships as g
+    where g.guardian_id = (select auth.uid()) and g.child_id = p_child_id);
+end
+$$;
+revoke all on function public.memory_is_guardian_of(uuid) from public, anon;
+grant execute on function public.memory_is_guardian_of(uuid) to authenticated;
+
 -- ---------------------------------------------------------------------------------------
 -- Row level security: a signed-in user sees and changes only their own row (and a
 -- guardian its children's rows, for the fields it owns: see Guardians 2 of 2); anon nothing.
@@ -180,32 +200,27 @@ drop policy if exists memories_select_own on public.memories;
 create policy memories_select_own on public.memories
   for select to authenticated
   using ((select auth.uid()) = user_id
-         or user_id in (select g.child_id from public.guardianships as g
-                     where g.guardian_id = (select auth.uid())));
+         or public.memory_is_guardian_of(user_id));
 
 drop policy if exists memories_insert_own on public.memories;
 create policy memories_insert_own on public.memories
   for insert to authenticated
   with check ((select auth.uid()) = user_id
-              or user_id in (select g.child_id from public.guardianships as g
-                     where g.guardian_id = (select auth.uid())));
+              or public.memory_is_guardian_of(user_id));
 
 drop policy if exists memories_update_own on public.memories;
 create policy memories_update_own on public.memories
   for update to authenticated
   using ((select auth.uid()) = user_id
-         or user_id in (select g.child_id from public.guardianships as g
-                     where g.guardian_id = (select auth.uid())))
+         or public.memory_is_guardian_of(user_id))
   with check ((select auth.uid()) = user_id
-              or user_id in (select g.child_id from public.guardianships as g
-                     where g.guardian_id = (select auth.uid())));
+              or public.memory_is_guardian_of(user_id));
 
 drop policy if exists memories_delete_own on public.memories;
 create policy memories_delete_own on public.memories
   for delete to authenticated
   using ((select auth.uid()) = user_id
-         or user_id in (select g.child_id from public.guardianships as g
-                     where g.guardian_id = (select auth.uid())));
+         or public.memory_is_guardian_of(user_id));
 
 -- Supabase grants everything in public to anon and authenticated by default: take it back.
 revoke all on table public.memories from public, anon, authenticated;
@@ -918,10 +933,25 @@ begin
 end
 $$;
 
--- Only when an owned field is written (`update of`): a chat turn's append to episodic_memory
--- never fires it, so the hot path pays nothing.
+-- Fired only when it may have something to refuse, so the hot paths pay (almost) nothing: an
+-- update only when it writes an owned field (a chat turn's append never does), an insert (every
+-- upsert proposes one) only when it carries an owned field or is for another user's row.
 create or replace trigger memories_guard_fields
-  before insert or delete or update of core_instructions, parent_reports on public.memories
+  before update of core_instructions, parent_reports on public.memories
+  for each row
+  when (new.core_instructions is distinct from old.core_instructions
+        or new.parent_reports is distinct from old.parent_reports)
+  execute function public.memories_guard_fields();
+
+create or replace trigger memories_guard_insert
+  before insert on public.memories
+  for each row
+  when (new.core_instructions <> '[]'::jsonb or new.parent_reports <> '[]'::jsonb
+        or auth.uid() is distinct from new.user_id)
+  execute function public.memories_guard_fields();
+
+create or replace trigger memories_guard_delete
+  before delete on public.memories
   for each row execute function public.memories_guard_fields();
 
 -- A write to any other column of another user's row (a guardian's, the only one the policies
@@ -943,7 +973,9 @@ $$;
 create or replace trigger memories_guard_child_fields
   before update of user_id, identity, current_state, long_term_summary, episodic_memory, rewards
   on public.memories
-  for each row execute function public.memories_guard_child_fields();
+  for each row
+  when (auth.uid() is distinct from old.user_id)
+  execute function public.memories_guard_child_fields();
 
 -- The caller, who must be a guardian of p_child_id (42501 otherwise, also for a link removed a
 -- moment ago: the lookup runs in the calling statement).

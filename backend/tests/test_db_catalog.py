@@ -43,10 +43,7 @@ order by c.relname, p.polname
 
 OWN_ROW = "(( SELECT auth.uid() AS uid) = user_id)"
 # Own row, or (guardians) a linked child's row: the trigger limits what a guardian may change.
-OWN_OR_CHILDS_ROW = (
-    "((( SELECT auth.uid() AS uid) = user_id) OR (user_id IN ( SELECT g.child_id\n"
-    "   FROM guardianships g\n  WHERE (g.guardian_id = ( SELECT auth.uid() AS uid)))))"
-)
+OWN_OR_CHILDS_ROW = "((( SELECT auth.uid() AS uid) = user_id) OR memory_is_guardian_of(user_id))"
 
 
 class TestTablePrivileges:
