@@ -1397,7 +1397,7 @@ begin
   return jsonb_build_object(
     'episodes', public.memory_slice(v_row.episodic_memory, v_from, v_count),
     'after_episode_id', v_after,
-    'last_report_at', (select t.e -> 'created_at'
+    'last_report_at', (select t.e ->> 'created_at'
                        from jsonb_array_elements(v_row.parent_reports) with ordinality as t(e, o)
                        where t.e ->> 'through_episode_id' = v_after
                        order by t.o desc limit 1),
