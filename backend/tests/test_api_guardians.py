@@ -349,6 +349,22 @@ class TestAcrossTwoInstances:
         assert reports == [winner]
 
 
+class TestStreamedTurnPastTheLimit:
+    async def test_is_a_429_before_any_event(
+        self, chat_client: httpx.AsyncClient, family: Family, llm: LLMStandIn
+    ) -> None:
+        await chat_client.put(
+            family.path("/limits"), json={"daily_turns": 0}, headers=family.guardian
+        )
+        response = await chat_client.post(
+            "/api/chat", json={"message": "hi", "stream": True}, headers=family.child
+        )
+        assert response.status_code == 429
+        assert response.headers["content-type"] == "application/json"
+        assert response.json()["detail"] == DAILY_DETAIL
+        assert llm.turns == []
+
+
 class TestPerMinuteLimit:
     async def test_past_the_rate_429_and_nothing_stored(
         self, embedded_server: EmbeddedPostgres, llm: LLMStandIn
