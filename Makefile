@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(abspath $(VENV))/bin/python
 ENSURE_VENV = py=$$(tools/find-python) && "$$py" tools/ensure_venv.py $(VENV)
 
-.PHONY: help venv dev-venv run wait test lint token bench soak fuzz wrk chromium import export bench-import backfill clean
+.PHONY: help venv dev-venv run wait test lint token guardian bench soak fuzz wrk chromium import export bench-import backfill clean
 
 help:
 	@echo "make run    serve the API on HOST:PORT (default 127.0.0.1:8000; embedded Postgres unless configured)"
@@ -16,6 +16,7 @@ help:
 	@echo "make token  print a dev access token for the embedded backend (USER_ID=<uuid> optional)"
 	@echo "make test   run the test suite (real PostgreSQL, mocked Supabase/LLM HTTP)"
 	@echo "make lint   ruff + mypy + the import graph check (no cycles, no upward imports)"
+	@echo "make guardian GUARDIAN=<uuid> CHILD=<uuid> [REMOVE=1]  link a guardian to a child (LIST=1: all links)"
 	@echo "make bench  print throughput/latency ratios (wrk on loopback; ~2 minutes)"
 	@echo "make soak   2 workers under load while PostgreSQL restarts; checks nothing is lost (~2 minutes)"
 	@echo "make fuzz   a deeper schemathesis run of the API (make test runs a short one)"
@@ -50,6 +51,10 @@ lint: dev-venv
 
 token: venv
 	@cd backend && $(PY) -m services.auth.dev_tokens $(if $(USER_ID),--user-id $(USER_ID))
+
+# The operator links a guardian (parent) to a child; REMOVE=1 removes the link, LIST=1 lists.
+guardian: $(RUNTIME_STAMP)
+	@cd backend && $(PY) -m services.guardians.links $(if $(LIST),--list,--guardian "$(GUARDIAN)" --child "$(CHILD)") $(if $(REMOVE),--remove)
 
 # The bench's load generator: wrk (C, one epoll thread), so the server keeps both cores.
 wrk:

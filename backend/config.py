@@ -106,6 +106,8 @@ class Settings(BaseSettings):
     chat_history_episodes: int = Field(default=20, ge=0)
     episodic_soft_cap: int = Field(default=200, ge=2)
     episodic_keep_after_compaction: int | None = Field(default=None, ge=0)
+    chat_turns_per_minute: int = Field(default=30, ge=0, le=10_000)  # per user; 0: no limit
+    report_max_episodes: int = Field(default=200, ge=1, le=10_000)  # newest episodes per report
 
     # --- recall (the conversation log) -----------------------------------------------------
     # PostgreSQL text search configuration: english stems and drops English stop words; use

@@ -49,6 +49,22 @@ class Forbidden(ServiceError):
     detail = "not allowed"
 
 
+class ChatLimitReached(ServiceError):
+    """A chat turn past the child's daily limit or the per-minute rate: nothing was stored.
+    `detail` is written for the child's app to show as it is."""
+
+    status_code = 429
+    detail = "You have chatted a lot! Take a little break and try again soon."
+
+    def __init__(self, detail: str | None = None, *, retry_after_seconds: int) -> None:
+        super().__init__(detail)
+        self.retry_after_seconds = max(1, retry_after_seconds)
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        return {"Retry-After": str(self.retry_after_seconds)}
+
+
 class UnknownField(ServiceError):
     status_code = 404
     detail = "unknown memory field"
@@ -75,6 +91,14 @@ class WrongFieldKind(ServiceError):
 class Conflict(ServiceError):
     status_code = 409
     detail = "conflict"
+
+
+class NothingToReport(Conflict):
+    detail = "there is no conversation since the last report"
+
+
+class ReportRaceLost(Conflict):
+    detail = "another report on these conversations was stored at the same time; read it"
 
 
 class IdempotencyConflict(Conflict):

@@ -34,7 +34,7 @@ from middleware import (
     RequestIdMiddleware,
     configure_logging,
 )
-from routers import chat, demo, export, health, me, memory, metrics
+from routers import chat, children, demo, export, health, me, memory, metrics
 from services.auth.keys import resolve_auth_settings
 from services.container import open_services
 from services.observability.http import RequestMetricsMiddleware
@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(export.router)  # before memory: /export is not a field
     app.include_router(memory.router)
     app.include_router(chat.router)
+    app.include_router(children.router)
     # The demo page, /metrics and the docs' CSP.
     demo.include(app, settings)
     metrics.include(app, settings)

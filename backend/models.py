@@ -192,3 +192,30 @@ class ImportResult(BaseModel):
     changed: bool
     version: int
     fields: dict[str, FieldImport] = Field(default_factory=dict)
+
+
+class ChildLink(BaseModel):
+    """One child of the calling guardian."""
+
+    child_id: UUID
+    linked_at: datetime
+    daily_turns: int | None = Field(default=None, description="The daily chat turn limit")
+
+
+class ChatLimits(BaseModel):
+    """A child's chat limits as a guardian sets them (`null`: no daily limit)."""
+
+    daily_turns: int | None = Field(
+        ge=0, le=100_000, description="Chat turns per UTC day; 0 stops chat; null: no limit"
+    )
+
+
+class ReportContext(BaseModel):
+    """What a report on a child reads: the episodes after the one the newest report covers
+    (`after_episode_id`), when that report was written, and the newest rewards."""
+
+    episodes: list[JsonObject] = Field(default_factory=list)
+    after_episode_id: str | None = None
+    last_report_at: str | None = None
+    rewards: list[JsonObject] = Field(default_factory=list)
+    version: int = 0

@@ -137,7 +137,57 @@ create or replace trigger memories_track_write
   for each row execute function public.memories_track_write();
 
 -- ---------------------------------------------------------------------------------------
--- Row level security: a signed-in user sees and changes only their own row; anon nothing.
+-- Guardians (1 of 2): the links. A guardian is a Supabase Auth user linked by the operator to
+-- one or more child users (never by the child or a stranger: anon and authenticated may only
+-- read, and only their own links). Made with `make guardian GUARDIAN=<uuid> CHILD=<uuid>` or,
+-- in the Supabase SQL editor (which runs as the table's owner):
+--   insert into public.guardianships (guardian_id, child_id) values ('<parent uuid>', '<child uuid>');
+--   delete from public.guardianships where guardian_id = '<parent uuid>' and child_id = '<child uuid>';
+-- A removed link revokes the guardian's access at once: every policy and function below looks
+-- the link up in the statement that uses it.
+-- ---------------------------------------------------------------------------------------
+create table if not exists public.guardianships (
+  guardian_id uuid not null references auth.users (id) on delete cascade,
+  child_id uuid not null references auth.users (id) on delete cascade,
+  created_at timestamptz not null default now(),
+  primary key (guardian_id, child_id),
+  constraint guardianships_not_self check (guardian_id <> child_id)
+);
+create index if not exists guardianships_child_id_idx on public.guardianships (child_id);
+comment on table public.guardianships is
+  'Guardian (parent) to child links, made by the operator only; a guardian owns the child''s core_instructions and parent_reports.';
+
+alter table public.guardianships enable row level security;
+drop policy if exists guardianships_select_own on public.guardianships;
+create policy guardianships_select_own on public.guardianships
+  for select to authenticated
+  using ((select auth.uid()) = guardian_id or (select auth.uid()) = child_id);
+revoke all on table public.guardianships from public, anon, authenticated;
+grant select on table public.guardianships to authenticated;
+
+-- Whether the caller is a guardian of p_child_id: the guardian arm of the memories policies.
+-- plpgsql, so it is not inlined: the policies stay cheap to plan (the memory functions plan
+-- their dynamic SQL on every call), and a user's own row never calls it (the first arm of the
+-- policies' OR decides).
+create or replace function public.memory_is_guardian_of(p_child_id uuid)
+returns boolean
+language plpgsql
+stable
+security invoker
+set search_path = ''
+as $$
+begin
+  return exists (
+    select from public.guardianships as g
+    where g.guardian_id = (select auth.uid()) and g.child_id = p_child_id);
+end
+$$;
+revoke all on function public.memory_is_guardian_of(uuid) from public, anon;
+grant execute on function public.memory_is_guardian_of(uuid) to authenticated;
+
+-- ---------------------------------------------------------------------------------------
+-- Row level security: a signed-in user sees and changes only their own row (and a
+-- guardian its children's rows, for the fields it owns: see Guardians 2 of 2); anon nothing.
 -- ---------------------------------------------------------------------------------------
 alter table public.memories enable row level security;
 
@@ -149,23 +199,28 @@ drop policy if exists "Users can insert their own memories" on public.memories;
 drop policy if exists memories_select_own on public.memories;
 create policy memories_select_own on public.memories
   for select to authenticated
-  using ((select auth.uid()) = user_id);
+  using ((select auth.uid()) = user_id
+         or public.memory_is_guardian_of(user_id));
 
 drop policy if exists memories_insert_own on public.memories;
 create policy memories_insert_own on public.memories
   for insert to authenticated
-  with check ((select auth.uid()) = user_id);
+  with check ((select auth.uid()) = user_id
+              or public.memory_is_guardian_of(user_id));
 
 drop policy if exists memories_update_own on public.memories;
 create policy memories_update_own on public.memories
   for update to authenticated
-  using ((select auth.uid()) = user_id)
-  with check ((select auth.uid()) = user_id);
+  using ((select auth.uid()) = user_id
+         or public.memory_is_guardian_of(user_id))
+  with check ((select auth.uid()) = user_id
+              or public.memory_is_guardian_of(user_id));
 
 drop policy if exists memories_delete_own on public.memories;
 create policy memories_delete_own on public.memories
   for delete to authenticated
-  using ((select auth.uid()) = user_id);
+  using ((select auth.uid()) = user_id
+         or public.memory_is_guardian_of(user_id));
 
 -- Supabase grants everything in public to anon and authenticated by default: take it back.
 revoke all on table public.memories from public, anon, authenticated;
@@ -197,7 +252,8 @@ alter table public.memory_episodes enable row level security;
 drop policy if exists memory_episodes_select_own on public.memory_episodes;
 create policy memory_episodes_select_own on public.memory_episodes
   for select to authenticated
-  using ((select auth.uid()) = user_id);
+  using ((select auth.uid()) = user_id
+         or public.memory_is_guardian_of(user_id));
 
 drop policy if exists memory_episodes_insert_own on public.memory_episodes;
 create policy memory_episodes_insert_own on public.memory_episodes
@@ -213,7 +269,8 @@ create policy memory_episodes_update_own on public.memory_episodes
 drop policy if exists memory_episodes_delete_own on public.memory_episodes;
 create policy memory_episodes_delete_own on public.memory_episodes
   for delete to authenticated
-  using ((select auth.uid()) = user_id);
+  using ((select auth.uid()) = user_id
+         or public.memory_is_guardian_of(user_id));
 
 revoke all on table public.memory_episodes from public, anon, authenticated;
 grant select, insert, update, delete on table public.memory_episodes to authenticated;
@@ -731,13 +788,28 @@ volatile
 security invoker
 set search_path = ''
 as $$
+begin
+  return public.memory_erase_of(public.memory_require_user());
+end
+$$;
+
+-- Erase one user's whole memory, the conversation log included: the caller's own, or (a
+-- guardian) a child's. RLS decides which rows the caller may delete; the one erase path for
+-- both (public.guardian_erase_child). Returns whether there was anything.
+create or replace function public.memory_erase_of(p_user_id uuid)
+returns boolean
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
 declare
-  v_uid uuid := public.memory_require_user();
   v_logged boolean;
 begin
-  delete from public.memory_episodes where user_id = v_uid;
+  perform public.memory_require_user();
+  delete from public.memory_episodes where user_id = p_user_id;
   v_logged := found;
-  delete from public.memories where user_id = v_uid;
+  delete from public.memories where user_id = p_user_id;
   return found or v_logged;
 end
 $$;
@@ -1094,6 +1166,676 @@ end
 $$;
 
 -- ---------------------------------------------------------------------------------------
+-- Guardians (2 of 2): field ownership, guardian operations, chat limits.
+--
+-- Ownership. core_instructions and parent_reports belong to the child's guardians while the
+-- child has at least one: then only a guardian of the child, or the system (any role but
+-- `authenticated`: the schema's owner, service_role), may change them. A child without a
+-- guardian keeps writing its own, as before guardians existed. A guardian reaches a child's
+-- row through the memories policies above and may change only those two fields there (and
+-- delete the whole row: erase). A child with a guardian may not erase its row (that would
+-- erase the guardian's fields too): its guardian does. The trigger below enforces it for every
+-- path: our API, PostgREST straight to the table, and the functions.
+-- ---------------------------------------------------------------------------------------
+create or replace function public.memories_guard_fields()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_uid uuid;
+  v_owned_changed boolean;
+begin
+  if current_user <> 'authenticated' then
+    return coalesce(new, old);  -- the system: the owner (SQL editor, operator), service_role
+  end if;
+  v_uid := auth.uid();
+  if tg_op = 'DELETE' then
+    -- Erasing deletes the guardian's instructions and reports too: the guardian erases.
+    if v_uid is not distinct from old.user_id
+       and exists (select from public.guardianships as g where g.child_id = old.user_id) then
+      raise exception 'your guardian erases this memory' using errcode = '42501';
+    end if;
+    return old;
+  end if;
+  if tg_op = 'INSERT' then
+    v_owned_changed := new.core_instructions <> '[]'::jsonb or new.parent_reports <> '[]'::jsonb;
+  else
+    v_owned_changed := new.core_instructions is distinct from old.core_instructions
+                       or new.parent_reports is distinct from old.parent_reports;
+  end if;
+
+  if v_uid is not distinct from new.user_id
+     and (tg_op = 'INSERT' or v_uid is not distinct from old.user_id) then
+    if v_owned_changed
+       and exists (select from public.guardianships as g where g.child_id = new.user_id) then
+      raise exception 'core_instructions and parent_reports are set by your guardian'
+        using errcode = '42501',
+              hint = 'A guardian changes them through /api/children/{id}/...';
+    end if;
+    return new;
+  end if;
+
+  -- Another user's row: only a guardian of that child gets here (the policies), and only to
+  -- change the fields a guardian owns.
+  if v_uid is null or not exists (
+       select from public.guardianships as g
+       where g.child_id = new.user_id and g.guardian_id = v_uid) then
+    raise exception 'only a guardian of this user may change this memory' using errcode = '42501';
+  end if;
+  if (tg_op = 'UPDATE'
+      and (new.user_id, new.identity, new.current_state, new.long_term_summary,
+           new.episodic_memory, new.rewards)
+          is distinct from
+          (old.user_id, old.identity, old.current_state, old.long_term_summary,
+           old.episodic_memory, old.rewards))
+     or (tg_op = 'INSERT'
+         and (new.identity <> '{}'::jsonb or new.current_state <> '{}'::jsonb
+              or new.long_term_summary <> '{}'::jsonb or new.episodic_memory <> '[]'::jsonb
+              or new.rewards <> '[]'::jsonb)) then
+    raise exception 'a guardian may change only core_instructions and parent_reports'
+      using errcode = '42501';
+  end if;
+  return new;
+end
+$$;
+
+-- Fired only when it may have something to refuse, so the hot paths pay (almost) nothing: an
+-- update only when it writes an owned field (a chat turn's append never does), an insert (every
+-- upsert proposes one) only when it carries an owned field or is for another user's row.
+create or replace trigger memories_guard_fields
+  before update of core_instructions, parent_reports on public.memories
+  for each row
+  when (new.core_instructions is distinct from old.core_instructions
+        or new.parent_reports is distinct from old.parent_reports)
+  execute function public.memories_guard_fields();
+
+create or replace trigger memories_guard_insert
+  before insert on public.memories
+  for each row
+  when (new.core_instructions <> '[]'::jsonb or new.parent_reports <> '[]'::jsonb
+        or auth.uid() is distinct from new.user_id)
+  execute function public.memories_guard_fields();
+
+create or replace trigger memories_guard_delete
+  before delete on public.memories
+  for each row execute function public.memories_guard_fields();
+
+-- A write to any other column of another user's row (a guardian's, the only one the policies
+-- let through) is refused; a user's own writes pass at the first test.
+create or replace function public.memories_guard_child_fields()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  if current_user = 'authenticated' and auth.uid() is distinct from old.user_id then
+    raise exception 'a guardian may change only core_instructions and parent_reports'
+      using errcode = '42501';
+  end if;
+  return new;
+end
+$$;
+
+create or replace trigger memories_guard_child_fields
+  before update of user_id, identity, current_state, long_term_summary, episodic_memory, rewards
+  on public.memories
+  for each row
+  when (auth.uid() is distinct from old.user_id)
+  execute function public.memories_guard_child_fields();
+
+-- The caller, who must be a guardian of p_child_id (42501 otherwise, also for a link removed a
+-- moment ago: the lookup runs in the calling statement).
+create or replace function public.memory_require_guardian(p_child_id uuid)
+returns uuid
+language plpgsql
+stable
+security invoker
+set search_path = ''
+as $$
+declare
+  v_uid uuid := public.memory_require_user();
+begin
+  if p_child_id is null or not exists (
+       select from public.guardianships as g
+       where g.guardian_id = v_uid and g.child_id = p_child_id) then
+    raise exception 'you are not a guardian of this user' using errcode = '42501';
+  end if;
+  return v_uid;
+end
+$$;
+
+-- Refuses a field a guardian does not own.
+create or replace function public.memory_require_guardian_field(p_field text)
+returns void
+language plpgsql
+immutable
+security invoker
+set search_path = ''
+as $$
+begin
+  if p_field is null or p_field not in ('core_instructions', 'parent_reports') then
+    raise exception 'a guardian writes only core_instructions and parent_reports'
+      using errcode = '22023';
+  end if;
+end
+$$;
+
+-- ---------------------------------------------------------------------------------------
+-- Chat limits. A guardian sets a child's daily turn limit (chat_limits, written through the
+-- policies: guardians of the child only). Turns are counted in chat_usage, one row per user:
+-- the current UTC day's and minute's turns. The count is taken atomically by one upsert whose
+-- condition is the limit (public.chat_take_turn), so concurrent turns on any number of workers
+-- or instances never exceed it. A user may write its own usage row only as a counted turn
+-- would (the trigger): counts never go down and never skip ahead.
+-- ---------------------------------------------------------------------------------------
+create table if not exists public.chat_limits (
+  child_id uuid primary key references auth.users (id) on delete cascade,
+  daily_turns integer
+    constraint chat_limits_daily_turns_range check (daily_turns between 0 and 100000),
+  updated_at timestamptz not null default now()
+);
+comment on table public.chat_limits is
+  'Per-child chat limits set by a guardian (daily_turns null: no daily limit).';
+alter table public.chat_limits enable row level security;
+
+drop policy if exists chat_limits_select on public.chat_limits;
+create policy chat_limits_select on public.chat_limits
+  for select to authenticated
+  using ((select auth.uid()) = child_id
+         or child_id in (select g.child_id from public.guardianships as g
+                         where g.guardian_id = (select auth.uid())));
+drop policy if exists chat_limits_insert_guardian on public.chat_limits;
+create policy chat_limits_insert_guardian on public.chat_limits
+  for insert to authenticated
+  with check (child_id in (select g.child_id from public.guardianships as g
+                           where g.guardian_id = (select auth.uid())));
+drop policy if exists chat_limits_update_guardian on public.chat_limits;
+create policy chat_limits_update_guardian on public.chat_limits
+  for update to authenticated
+  using (child_id in (select g.child_id from public.guardianships as g
+                      where g.guardian_id = (select auth.uid())))
+  with check (child_id in (select g.child_id from public.guardianships as g
+                           where g.guardian_id = (select auth.uid())));
+revoke all on table public.chat_limits from public, anon, authenticated;
+grant select, insert, update on table public.chat_limits to authenticated;
+
+create table if not exists public.chat_usage (
+  user_id uuid primary key references auth.users (id) on delete cascade,
+  day_start date not null,
+  day_turns integer not null constraint chat_usage_day_turns_positive check (day_turns >= 0),
+  minute_start timestamptz not null,
+  minute_turns integer not null
+    constraint chat_usage_minute_turns_positive check (minute_turns >= 0)
+);
+comment on table public.chat_usage is
+  'Chat turns counted per user: the current UTC day and minute (public.chat_take_turn).';
+alter table public.chat_usage enable row level security;
+
+drop policy if exists chat_usage_select_own on public.chat_usage;
+create policy chat_usage_select_own on public.chat_usage
+  for select to authenticated
+  using ((select auth.uid()) = user_id);
+drop policy if exists chat_usage_insert_own on public.chat_usage;
+create policy chat_usage_insert_own on public.chat_usage
+  for insert to authenticated
+  with check ((select auth.uid()) = user_id);
+drop policy if exists chat_usage_update_own on public.chat_usage;
+create policy chat_usage_update_own on public.chat_usage
+  for update to authenticated
+  using ((select auth.uid()) = user_id)
+  with check ((select auth.uid()) = user_id);
+revoke all on table public.chat_usage from public, anon, authenticated;
+grant select, insert, update on table public.chat_usage to authenticated;
+
+-- A signed-in user's write to its usage row must be exactly one counted turn now.
+create or replace function public.chat_usage_count_only()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_day date := (now() at time zone 'UTC')::date;
+  v_minute timestamptz := date_trunc('minute', now());
+begin
+  if current_user <> 'authenticated' then
+    return new;  -- the system may correct counts
+  end if;
+  if new.day_start <> v_day or new.minute_start <> v_minute
+     or (tg_op = 'INSERT' and (new.day_turns <> 1 or new.minute_turns <> 1))
+     or (tg_op = 'UPDATE'
+         and (new.user_id <> old.user_id
+              or new.day_turns <> case when old.day_start = v_day
+                                       then old.day_turns + 1 else 1 end
+              or new.minute_turns <> case when old.minute_start = v_minute
+                                          then old.minute_turns + 1 else 1 end)) then
+    raise exception 'chat usage is counted one turn at a time' using errcode = '42501';
+  end if;
+  return new;
+end
+$$;
+
+create or replace trigger chat_usage_count_only
+  before insert or update on public.chat_usage
+  for each row execute function public.chat_usage_count_only();
+
+-- Count one chat turn of the calling user if its limits allow: the guardian's daily limit
+-- (chat_limits) and p_turns_per_minute (null or 0: none). Null when counted; otherwise
+-- {"refused": "daily" | "minute", "limit": n, "retry_after": seconds} and nothing changes.
+create or replace function public.chat_take_turn(p_turns_per_minute integer default null)
+returns jsonb
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  v_uid uuid := public.memory_require_user();
+  v_day date := (now() at time zone 'UTC')::date;
+  v_minute timestamptz := date_trunc('minute', now());
+  v_daily integer;
+  v_per_minute integer := nullif(greatest(coalesce(p_turns_per_minute, 0), 0), 0);
+  v_row record;
+begin
+  select l.daily_turns into v_daily from public.chat_limits as l where l.child_id = v_uid;
+  if v_daily is null or v_daily > 0 then
+    insert into public.chat_usage as u (user_id, day_start, day_turns, minute_start, minute_turns)
+      values (v_uid, v_day, 1, v_minute, 1)
+      on conflict (user_id) do update set
+        day_start = excluded.day_start,
+        day_turns = case when u.day_start = excluded.day_start then u.day_turns + 1 else 1 end,
+        minute_start = excluded.minute_start,
+        minute_turns = case when u.minute_start = excluded.minute_start
+                            then u.minute_turns + 1 else 1 end
+      where (u.day_start <> excluded.day_start or v_daily is null or u.day_turns < v_daily)
+        and (u.minute_start <> excluded.minute_start or v_per_minute is null
+             or u.minute_turns < v_per_minute);
+    if found then
+      return null;
+    end if;
+  end if;
+  select u.day_start, u.day_turns into v_row from public.chat_usage as u where u.user_id = v_uid;
+  if v_daily = 0 or (v_row.day_start = v_day and v_row.day_turns >= v_daily) then
+    return jsonb_build_object(
+      'refused', 'daily', 'limit', v_daily,
+      'retry_after', greatest(1, ceil(extract(epoch from
+        ((v_day + 1)::timestamp at time zone 'UTC') - now()))::integer));
+  end if;
+  return jsonb_build_object(
+    'refused', 'minute', 'limit', v_per_minute,
+    'retry_after', greatest(1, ceil(extract(epoch from
+      v_minute + interval '1 minute' - now()))::integer));
+end
+$$;
+
+-- A chat turn's start, in one call: its chat context (public.memory_chat_context) and, unless
+-- the client's retry finds its turn already stored, one turn counted against the limits. A
+-- refused turn answers {"refused", "limit", "retry_after"} and stores nothing.
+drop function if exists public.chat_begin_turn(integer, text[], integer);
+create or replace function public.chat_begin_turn(
+  p_history integer,
+  p_turn_ids text[] default null,
+  p_turns_per_minute integer default null,
+  p_recall_query text default null,
+  p_recall_k integer default 0,
+  p_config text default 'english',
+  p_embedding text default null,
+  p_vector_weight double precision default 0.5
+)
+returns jsonb
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  v_context jsonb := public.memory_chat_context(
+    p_history, p_turn_ids, p_recall_query, p_recall_k, p_config, p_embedding, p_vector_weight);
+  v_refused jsonb;
+begin
+  if coalesce(jsonb_array_length(v_context -> 'turn_episodes'), 0) = 0 then
+    v_refused := public.chat_take_turn(p_turns_per_minute);
+    if v_refused is not null then
+      return v_refused;
+    end if;
+  end if;
+  return v_context;
+end
+$$;
+
+-- ---------------------------------------------------------------------------------------
+-- Guardian operations. Each takes the child's id, runs as the guardian (security invoker),
+-- checks the link first (42501 when there is none) and lets RLS and the trigger decide again.
+-- ---------------------------------------------------------------------------------------
+
+-- The caller's children: [{"child_id", "linked_at", "daily_turns"}], oldest link first.
+create or replace function public.guardian_children()
+returns jsonb
+language plpgsql
+stable
+security invoker
+set search_path = ''
+as $$
+declare
+  v_uid uuid := public.memory_require_user();
+begin
+  return coalesce((
+    select jsonb_agg(jsonb_build_object(
+             'child_id', g.child_id, 'linked_at', g.created_at, 'daily_turns', l.daily_turns)
+           order by g.created_at, g.child_id)
+    from public.guardianships as g
+    left join public.chat_limits as l on l.child_id = g.child_id
+    where g.guardian_id = v_uid), '[]'::jsonb);
+end
+$$;
+
+-- A child's whole memory, as memory_read_document answers the child (null: no row).
+create or replace function public.guardian_read_document(p_child_id uuid)
+returns jsonb
+language plpgsql
+stable
+security invoker
+set search_path = ''
+as $$
+declare
+  v_result jsonb;
+begin
+  perform public.memory_require_guardian(p_child_id);
+  select jsonb_build_object(
+           'identity', m.identity, 'current_state', m.current_state,
+           'long_term_summary', m.long_term_summary, 'core_instructions', m.core_instructions,
+           'episodic_memory', m.episodic_memory, 'rewards', m.rewards,
+           'parent_reports', m.parent_reports, 'version', m.version, 'updated_at', m.updated_at)
+    into v_result
+    from public.memories as m
+    where m.user_id = p_child_id;
+  return v_result;
+end
+$$;
+
+-- Replace a guardian-owned list field of a child (items normalized as memory_set_field does).
+create or replace function public.guardian_set_field(
+  p_child_id uuid,
+  p_field text,
+  p_value jsonb
+)
+returns jsonb
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  v_result jsonb;
+begin
+  perform public.memory_require_guardian(p_child_id);
+  perform public.memory_require_guardian_field(p_field);
+  if jsonb_typeof(p_value) is distinct from 'array' then
+    raise exception 'memory field % holds a JSON array', p_field using errcode = '22023';
+  end if;
+  select coalesce(jsonb_agg(public.memory_normalize_item(e) order by o), '[]'::jsonb)
+    into p_value
+    from jsonb_array_elements(p_value) with ordinality as t(e, o);
+  if (select count(distinct e -> 'id') <> count(*) from jsonb_array_elements(p_value) as e) then
+    raise exception 'item ids in memory field % must be unique', p_field using errcode = '22023';
+  end if;
+  execute format(
+    'insert into public.memories as m (user_id, %1$I) values ($1, $2)
+     on conflict (user_id) do update set %1$I = excluded.%1$I
+     returning jsonb_build_object(''value'', m.%1$I, ''version'', m.version, ''updated_at'', m.updated_at)',
+    p_field)
+    into v_result using p_child_id, p_value;
+  return v_result;
+end
+$$;
+
+-- Append items to a guardian-owned list field of a child, keeping the newest p_cap.
+create or replace function public.guardian_append_items(
+  p_child_id uuid,
+  p_field text,
+  p_items jsonb,
+  p_cap integer default 500
+)
+returns jsonb
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  v_cap integer := least(greatest(coalesce(p_cap, 500), 1), 10000);
+  v_new jsonb;
+  v_version bigint;
+  v_updated_at timestamptz;
+begin
+  perform public.memory_require_guardian(p_child_id);
+  perform public.memory_require_guardian_field(p_field);
+  if jsonb_typeof(p_items) is distinct from 'array' or jsonb_array_length(p_items) = 0 then
+    raise exception 'items must be a non-empty JSON array' using errcode = '22023';
+  end if;
+  -- Every item gets a new id: a guardian's item never collides with one stored.
+  select jsonb_agg(public.memory_normalize_item(e - 'id') order by o) into v_new
+    from jsonb_array_elements(p_items) with ordinality as t(e, o);
+  execute format(
+    'insert into public.memories as m (user_id, %1$I)
+     values ($1, public.memory_keep_newest($2, $3))
+     on conflict (user_id) do update set %1$I = public.memory_keep_newest(m.%1$I || $2, $3)
+     returning m.version, m.updated_at', p_field)
+    into v_version, v_updated_at using p_child_id, v_new, v_cap;
+  return jsonb_build_object('items', v_new, 'version', v_version, 'updated_at', v_updated_at);
+end
+$$;
+
+-- Remove one item from a guardian-owned list field of a child; null when there is no such item.
+create or replace function public.guardian_remove_item(
+  p_child_id uuid,
+  p_field text,
+  p_item_id text
+)
+returns jsonb
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  v_result jsonb;
+begin
+  perform public.memory_require_guardian(p_child_id);
+  perform public.memory_require_guardian_field(p_field);
+  execute format(
+    'update public.memories as m
+     set %1$I = m.%1$I - (select (t.o - 1)::integer
+                          from jsonb_array_elements(m.%1$I) with ordinality as t(e, o)
+                          where t.e -> ''id'' = to_jsonb($2) limit 1)
+     where m.user_id = $1 and m.%1$I @> jsonb_build_array(jsonb_build_object(''id'', $2))
+     returning jsonb_build_object(''version'', m.version, ''updated_at'', m.updated_at)',
+    p_field)
+    into v_result using p_child_id, p_item_id;
+  return v_result;
+end
+$$;
+
+-- The id of the last episode the newest report covers (its `through_episode_id`), or null.
+create or replace function public.memory_last_reported_episode(p_reports jsonb)
+returns text
+language sql
+immutable
+security invoker
+set search_path = ''
+as $$
+  select t.e ->> 'through_episode_id'
+  from jsonb_array_elements(p_reports) with ordinality as t(e, o)
+  where jsonb_typeof(t.e -> 'through_episode_id') = 'string'
+  order by t.o desc
+  limit 1
+$$;
+
+-- What a report on a child needs: the episodes after the one the newest report covers (the
+-- whole episodic window when that one is gone or there is no report; the newest p_max_episodes
+-- of them), the newest report's episode id and time, and the newest 50 rewards.
+create or replace function public.guardian_report_context(
+  p_child_id uuid,
+  p_max_episodes integer default 200
+)
+returns jsonb
+language plpgsql
+stable
+security invoker
+set search_path = ''
+as $$
+declare
+  v_row record;
+  v_after text;
+  v_count integer;
+  v_from integer := 0;
+begin
+  perform public.memory_require_guardian(p_child_id);
+  select m.episodic_memory, m.parent_reports, m.rewards, m.version into v_row
+    from public.memories as m where m.user_id = p_child_id;
+  if v_row.version is null then
+    return jsonb_build_object('episodes', '[]'::jsonb, 'after_episode_id', null,
+                              'last_report_at', null, 'rewards', '[]'::jsonb, 'version', 0);
+  end if;
+  v_after := public.memory_last_reported_episode(v_row.parent_reports);
+  v_count := jsonb_array_length(v_row.episodic_memory);
+  if v_after is not null then
+    select t.o into v_from
+      from jsonb_array_elements_text(jsonb_path_query_array(v_row.episodic_memory, '$[*].id'))
+           with ordinality as t(id, o)
+      where t.id = v_after
+      limit 1;
+    v_from := coalesce(v_from, 0);
+  end if;
+  v_from := greatest(v_from, v_count - greatest(coalesce(p_max_episodes, 200), 1));
+  return jsonb_build_object(
+    'episodes', public.memory_slice(v_row.episodic_memory, v_from, v_count),
+    'after_episode_id', v_after,
+    'last_report_at', (select t.e ->> 'created_at'
+                       from jsonb_array_elements(v_row.parent_reports) with ordinality as t(e, o)
+                       where t.e ->> 'through_episode_id' = v_after
+                       order by t.o desc limit 1),
+    'rewards', public.memory_slice(v_row.rewards, jsonb_array_length(v_row.rewards) - 50,
+                                   jsonb_array_length(v_row.rewards)),
+    'version', v_row.version);
+end
+$$;
+
+-- Store a report on a child, only if the newest stored report still covers up to
+-- p_after_episode_id (what the report's generation read): two generations racing store one.
+-- Returns {"items": [report], "version", "updated_at"}, or null when another report got there
+-- first (or the memory was erased).
+create or replace function public.guardian_store_report(
+  p_child_id uuid,
+  p_report jsonb,
+  p_after_episode_id text,
+  p_cap integer default 500
+)
+returns jsonb
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  v_cap integer := least(greatest(coalesce(p_cap, 500), 1), 10000);
+  v_reports jsonb;
+  v_item jsonb;
+  v_version bigint;
+  v_updated_at timestamptz;
+begin
+  perform public.memory_require_guardian(p_child_id);
+  if jsonb_typeof(p_report -> 'through_episode_id') is distinct from 'string' then
+    raise exception 'a report names the last episode it covers (through_episode_id)'
+      using errcode = '22023';
+  end if;
+  -- The lock makes a racing generation wait here, then see this one's report.
+  select m.parent_reports into v_reports
+    from public.memories as m where m.user_id = p_child_id for update;
+  if v_reports is null
+     or public.memory_last_reported_episode(v_reports) is distinct from p_after_episode_id then
+    return null;
+  end if;
+  v_item := public.memory_normalize_item(p_report - 'id');
+  update public.memories as m
+    set parent_reports = public.memory_keep_newest(m.parent_reports || jsonb_build_array(v_item), v_cap)
+    where m.user_id = p_child_id
+    returning m.version, m.updated_at into v_version, v_updated_at;
+  return jsonb_build_object('items', jsonb_build_array(v_item), 'version', v_version,
+                            'updated_at', v_updated_at);
+end
+$$;
+
+-- Set a child's daily chat turn limit (null: none). Returns {"child_id", "daily_turns"}.
+create or replace function public.guardian_set_chat_limit(p_child_id uuid, p_daily_turns integer)
+returns jsonb
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  v_result jsonb;
+begin
+  perform public.memory_require_guardian(p_child_id);
+  insert into public.chat_limits as l (child_id, daily_turns) values (p_child_id, p_daily_turns)
+    on conflict (child_id) do update set daily_turns = excluded.daily_turns, updated_at = now()
+    returning jsonb_build_object('child_id', l.child_id, 'daily_turns', l.daily_turns)
+    into v_result;
+  return v_result;
+end
+$$;
+
+-- Erase a child's whole memory, through the same path as the child's own erase.
+create or replace function public.guardian_erase_child(p_child_id uuid)
+returns boolean
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+begin
+  perform public.memory_require_guardian(p_child_id);
+  return public.memory_erase_of(p_child_id);
+end
+$$;
+
+revoke all on function public.memories_guard_fields() from public, anon, authenticated;
+revoke all on function public.memories_guard_child_fields() from public, anon, authenticated;
+revoke all on function public.chat_usage_count_only() from public, anon, authenticated;
+revoke all on function public.memory_erase_of(uuid) from public, anon;
+revoke all on function public.memory_require_guardian(uuid) from public, anon;
+revoke all on function public.memory_require_guardian_field(text) from public, anon;
+revoke all on function public.chat_take_turn(integer) from public, anon;
+revoke all on function public.chat_begin_turn(integer, text[], integer, text, integer, text, text, double precision) from public, anon;
+revoke all on function public.guardian_children() from public, anon;
+revoke all on function public.guardian_read_document(uuid) from public, anon;
+revoke all on function public.guardian_set_field(uuid, text, jsonb) from public, anon;
+revoke all on function public.guardian_append_items(uuid, text, jsonb, integer) from public, anon;
+revoke all on function public.guardian_remove_item(uuid, text, text) from public, anon;
+revoke all on function public.memory_last_reported_episode(jsonb) from public, anon;
+revoke all on function public.guardian_report_context(uuid, integer) from public, anon;
+revoke all on function public.guardian_store_report(uuid, jsonb, text, integer) from public, anon;
+revoke all on function public.guardian_set_chat_limit(uuid, integer) from public, anon;
+revoke all on function public.guardian_erase_child(uuid) from public, anon;
+
+grant execute on function public.memory_erase_of(uuid) to authenticated;
+grant execute on function public.memory_require_guardian(uuid) to authenticated;
+grant execute on function public.memory_require_guardian_field(text) to authenticated;
+grant execute on function public.chat_take_turn(integer) to authenticated;
+grant execute on function public.chat_begin_turn(integer, text[], integer, text, integer, text, text, double precision) to authenticated;
+grant execute on function public.guardian_children() to authenticated;
+grant execute on function public.guardian_read_document(uuid) to authenticated;
+grant execute on function public.guardian_set_field(uuid, text, jsonb) to authenticated;
+grant execute on function public.guardian_append_items(uuid, text, jsonb, integer) to authenticated;
+grant execute on function public.guardian_remove_item(uuid, text, text) to authenticated;
+grant execute on function public.memory_last_reported_episode(jsonb) to authenticated;
+grant execute on function public.guardian_report_context(uuid, integer) to authenticated;
+grant execute on function public.guardian_store_report(uuid, jsonb, text, integer) to authenticated;
+grant execute on function public.guardian_set_chat_limit(uuid, integer) to authenticated;
+grant execute on function public.guardian_erase_child(uuid) to authenticated;
+
+-- ---------------------------------------------------------------------------------------
 -- Function privileges: signed-in users only (PostgreSQL grants EXECUTE to PUBLIC, and
 -- Supabase to anon, by default).
 -- ---------------------------------------------------------------------------------------
@@ -1425,6 +2167,43 @@ begin
         coalesce(p_args ->> 'config', 'english'));
     when 'export_document' then
       return public.memory_export_document();
+    -- Guardians and chat limits (see "Guardians (2 of 2)").
+    when 'chat_begin_turn' then
+      return public.chat_begin_turn(
+        (p_args ->> 'history')::integer,
+        case jsonb_typeof(p_args -> 'turn_ids')
+          when 'array' then array(select jsonb_array_elements_text(p_args -> 'turn_ids'))
+        end,
+        (p_args ->> 'turns_per_minute')::integer,
+        p_args ->> 'recall_query', coalesce((p_args ->> 'recall_k')::integer, 0),
+        coalesce(p_args ->> 'config', 'english'), p_args ->> 'embedding',
+        coalesce((p_args ->> 'vector_weight')::double precision, 0.5));
+    when 'guardian_children' then
+      return public.guardian_children();
+    when 'guardian_read_document' then
+      return public.guardian_read_document((p_args ->> 'child_id')::uuid);
+    when 'guardian_set_field' then
+      return public.guardian_set_field(
+        (p_args ->> 'child_id')::uuid, p_args ->> 'field', p_args -> 'value');
+    when 'guardian_append_items' then
+      return public.guardian_append_items(
+        (p_args ->> 'child_id')::uuid, p_args ->> 'field', p_args -> 'items',
+        (p_args ->> 'cap')::integer);
+    when 'guardian_remove_item' then
+      return public.guardian_remove_item(
+        (p_args ->> 'child_id')::uuid, p_args ->> 'field', p_args ->> 'item_id');
+    when 'guardian_report_context' then
+      return public.guardian_report_context(
+        (p_args ->> 'child_id')::uuid, (p_args ->> 'max_episodes')::integer);
+    when 'guardian_store_report' then
+      return public.guardian_store_report(
+        (p_args ->> 'child_id')::uuid, p_args -> 'report', p_args ->> 'after_episode_id',
+        (p_args ->> 'cap')::integer);
+    when 'guardian_set_chat_limit' then
+      return public.guardian_set_chat_limit(
+        (p_args ->> 'child_id')::uuid, (p_args ->> 'daily_turns')::integer);
+    when 'guardian_erase_child' then
+      return to_jsonb(public.guardian_erase_child((p_args ->> 'child_id')::uuid));
     else
       raise exception 'unknown memory operation %', p_operation using errcode = '22023';
   end case;

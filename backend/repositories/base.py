@@ -8,15 +8,18 @@ Errors are domain errors from `errors.py`; a storage failure is never answered a
 from __future__ import annotations
 
 from typing import Any, Protocol
+from uuid import UUID
 
 from models import (
     AppendResult,
     ChatContext,
+    ChildLink,
     ImportResult,
     MemoryDocument,
     MemoryExport,
     MemoryField,
     Recall,
+    ReportContext,
     SearchResult,
     StoredValue,
     User,
@@ -134,3 +137,73 @@ class MemoryRepository(Protocol):
     async def export_document(self, user: User) -> MemoryExport:
         """The user's whole memory as an export holds it (defaults when no row exists)."""
         ...
+
+
+class ChatTurnRepository(Protocol):
+    async def begin_chat_turn(
+        self,
+        user: User,
+        *,
+        history: int,
+        turn_ids: tuple[str, str] | None = None,
+        turns_per_minute: int | None = None,
+        recall: Recall | None = None,
+    ) -> ChatContext:
+        """`chat_context` (with `recall`) and, in the same call, one turn counted against the
+        user's limits (the guardian's daily limit, `turns_per_minute`); a retry that finds its
+        turn stored is not counted. Past a limit: ChatLimitReached, and nothing is stored."""
+        ...
+
+
+class GuardianRepository(Protocol):
+    """Guardian operations: each acts as the guardian `user` on a linked child (Forbidden
+    when there is no link; RLS and the field-ownership trigger decide again)."""
+
+    async def guardian_children(self, user: User) -> list[ChildLink]: ...
+
+    async def guardian_read_document(self, user: User, child_id: UUID) -> MemoryDocument: ...
+
+    async def guardian_set_field(
+        self, user: User, child_id: UUID, field: MemoryField, value: list[dict[str, Any]]
+    ) -> StoredValue: ...
+
+    async def guardian_append_items(
+        self,
+        user: User,
+        child_id: UUID,
+        field: MemoryField,
+        items: list[dict[str, Any]],
+        *,
+        cap: int,
+    ) -> AppendResult: ...
+
+    async def guardian_remove_item(
+        self, user: User, child_id: UUID, field: MemoryField, item_id: str
+    ) -> bool: ...
+
+    async def guardian_report_context(
+        self, user: User, child_id: UUID, *, max_episodes: int
+    ) -> ReportContext: ...
+
+    async def guardian_store_report(
+        self,
+        user: User,
+        child_id: UUID,
+        report: dict[str, Any],
+        *,
+        after_episode_id: str | None,
+        cap: int,
+    ) -> AppendResult | None:
+        """Store `report` unless another report was stored since `after_episode_id` was read
+        (then None: two racing generations store one)."""
+        ...
+
+    async def guardian_set_chat_limit(
+        self, user: User, child_id: UUID, daily_turns: int | None
+    ) -> int | None: ...
+
+    async def guardian_erase_child(self, user: User, child_id: UUID) -> bool: ...
+
+
+class StorageRepository(MemoryRepository, ChatTurnRepository, GuardianRepository, Protocol):
+    """Everything one storage backend does."""

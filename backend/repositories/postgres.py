@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 
@@ -23,17 +24,25 @@ from errors import ServiceError, StorageError, StorageUnavailable
 from models import (
     AppendResult,
     ChatContext,
+    ChildLink,
     ImportResult,
     MemoryDocument,
     MemoryExport,
     MemoryField,
     Recall,
+    ReportContext,
     SearchResult,
     StoredValue,
     User,
 )
 from repositories.sql_values import vector_text
-from repositories.storage_errors import error_for_sqlstate, field_value, validated
+from repositories.storage_errors import (
+    begun_turn,
+    error_for_sqlstate,
+    field_value,
+    stored_daily_turns,
+    validated,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -153,19 +162,24 @@ class PostgresMemoryRepository:
         turn_ids: tuple[str, str] | None = None,
         recall: Recall | None = None,
     ) -> ChatContext:
-        args: dict[str, Any] = {
+        args = {
             "history": history,
             "turn_ids": list(turn_ids) if turn_ids else None,
+            **self._recall_args(recall),
         }
-        if recall is not None and recall.k > 0:
-            args |= {
-                "recall_query": recall.query,
-                "recall_k": recall.k,
-                "config": self._text_config,
-                "embedding": vector_text(recall.embedding),
-                "vector_weight": self._vector_weight,
-            }
         return validated(ChatContext, await self.call(user, "chat_context", args))
+
+    def _recall_args(self, recall: Recall | None) -> dict[str, Any]:
+        """The chat context's recall search arguments (none: no recall)."""
+        if recall is None or recall.k == 0:
+            return {}
+        return {
+            "recall_query": recall.query,
+            "recall_k": recall.k,
+            "config": self._text_config,
+            "embedding": vector_text(recall.embedding),
+            "vector_weight": self._vector_weight,
+        }
 
     async def search(
         self, user: User, query: str, *, limit: int, embedding: list[float] | None = None
@@ -280,3 +294,93 @@ class PostgresMemoryRepository:
     async def export_document(self, user: User) -> MemoryExport:
         result = await self.call(user, "export_document")
         return MemoryExport() if result is None else validated(MemoryExport, result)
+
+    # --- chat limits and guardians (supabase_schema.sql, "Guardians") ------------------------
+
+    async def begin_chat_turn(
+        self,
+        user: User,
+        *,
+        history: int,
+        turn_ids: tuple[str, str] | None = None,
+        turns_per_minute: int | None = None,
+        recall: Recall | None = None,
+    ) -> ChatContext:
+        args = {
+            "history": history,
+            "turn_ids": list(turn_ids) if turn_ids else None,
+            "turns_per_minute": turns_per_minute,
+            **self._recall_args(recall),
+        }
+        return begun_turn(await self.call(user, "chat_begin_turn", args))
+
+    async def guardian_children(self, user: User) -> list[ChildLink]:
+        result = await self.call(user, "guardian_children")
+        if not isinstance(result, list):
+            raise StorageError()
+        return [validated(ChildLink, link) for link in result]
+
+    async def guardian_read_document(self, user: User, child_id: UUID) -> MemoryDocument:
+        result = await self.call(user, "guardian_read_document", {"child_id": str(child_id)})
+        return MemoryDocument() if result is None else validated(MemoryDocument, result)
+
+    async def guardian_set_field(
+        self, user: User, child_id: UUID, field: MemoryField, value: list[dict[str, Any]]
+    ) -> StoredValue:
+        args = {"child_id": str(child_id), "field": field.value, "value": value}
+        return validated(StoredValue, await self.call(user, "guardian_set_field", args))
+
+    async def guardian_append_items(
+        self,
+        user: User,
+        child_id: UUID,
+        field: MemoryField,
+        items: list[dict[str, Any]],
+        *,
+        cap: int,
+    ) -> AppendResult:
+        args = {"child_id": str(child_id), "field": field.value, "items": items, "cap": cap}
+        return validated(AppendResult, await self.call(user, "guardian_append_items", args))
+
+    async def guardian_remove_item(
+        self, user: User, child_id: UUID, field: MemoryField, item_id: str
+    ) -> bool:
+        args = {"child_id": str(child_id), "field": field.value, "item_id": item_id}
+        return await self.call(user, "guardian_remove_item", args) is not None
+
+    async def guardian_report_context(
+        self, user: User, child_id: UUID, *, max_episodes: int
+    ) -> ReportContext:
+        args = {"child_id": str(child_id), "max_episodes": max_episodes}
+        return validated(ReportContext, await self.call(user, "guardian_report_context", args))
+
+    async def guardian_store_report(
+        self,
+        user: User,
+        child_id: UUID,
+        report: dict[str, Any],
+        *,
+        after_episode_id: str | None,
+        cap: int,
+    ) -> AppendResult | None:
+        args = {
+            "child_id": str(child_id),
+            "report": report,
+            "after_episode_id": after_episode_id,
+            "cap": cap,
+        }
+        result = await self.call(user, "guardian_store_report", args)
+        return None if result is None else validated(AppendResult, result)
+
+    async def guardian_set_chat_limit(
+        self, user: User, child_id: UUID, daily_turns: int | None
+    ) -> int | None:
+        args = {"child_id": str(child_id), "daily_turns": daily_turns}
+        result = await self.call(user, "guardian_set_chat_limit", args)
+        return stored_daily_turns(result)
+
+    async def guardian_erase_child(self, user: User, child_id: UUID) -> bool:
+        erased = await self.call(user, "guardian_erase_child", {"child_id": str(child_id)})
+        if not isinstance(erased, bool):
+            raise StorageError()
+        return erased

@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable
 from typing import Any
+from uuid import UUID
 
 import httpx
 from postgrest import AsyncPostgrestClient
@@ -32,11 +33,13 @@ from errors import (
 from models import (
     AppendResult,
     ChatContext,
+    ChildLink,
     ImportResult,
     MemoryDocument,
     MemoryExport,
     MemoryField,
     Recall,
+    ReportContext,
     SearchResult,
     StoredValue,
     User,
@@ -47,7 +50,13 @@ from repositories.postgrest_clients import (
     user_postgrest_client,
 )
 from repositories.sql_values import vector_text
-from repositories.storage_errors import error_for_sqlstate, field_value, validated
+from repositories.storage_errors import (
+    begun_turn,
+    error_for_sqlstate,
+    field_value,
+    stored_daily_turns,
+    validated,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -180,18 +189,23 @@ class SupabaseMemoryRepository:
         turn_ids: tuple[str, str] | None = None,
         recall: Recall | None = None,
     ) -> ChatContext:
-        args: dict[str, Any] = {"p_history": history}
+        args: dict[str, Any] = {"p_history": history, **self._recall_args(recall)}
         if turn_ids:
             args["p_turn_ids"] = list(turn_ids)
-        if recall is not None and recall.k > 0:
-            args |= {
-                "p_recall_query": recall.query,
-                "p_recall_k": recall.k,
-                "p_config": self._text_config,
-                "p_embedding": vector_text(recall.embedding),
-                "p_vector_weight": self._vector_weight,
-            }
         return validated(ChatContext, await self._rpc(user, "memory_chat_context", args))
+
+    def _recall_args(self, recall: Recall | None) -> dict[str, Any]:
+        """The chat context's recall search arguments (none, so PostgREST's defaults: no
+        recall)."""
+        if recall is None or recall.k == 0:
+            return {}
+        return {
+            "p_recall_query": recall.query,
+            "p_recall_k": recall.k,
+            "p_config": self._text_config,
+            "p_embedding": vector_text(recall.embedding),
+            "p_vector_weight": self._vector_weight,
+        }
 
     async def search(
         self, user: User, query: str, *, limit: int, embedding: list[float] | None = None
@@ -326,3 +340,100 @@ class SupabaseMemoryRepository:
         """One RPC (`memory_export_document`); a JSON null means no row yet."""
         result = await self._rpc(user, "memory_export_document", {})
         return MemoryExport() if result is None else validated(MemoryExport, result)
+
+    # --- chat limits and guardians (supabase_schema.sql, "Guardians"): one RPC each ----------
+
+    async def begin_chat_turn(
+        self,
+        user: User,
+        *,
+        history: int,
+        turn_ids: tuple[str, str] | None = None,
+        turns_per_minute: int | None = None,
+        recall: Recall | None = None,
+    ) -> ChatContext:
+        args: dict[str, Any] = {
+            "p_history": history,
+            "p_turns_per_minute": turns_per_minute,
+            **self._recall_args(recall),
+        }
+        if turn_ids:
+            args["p_turn_ids"] = list(turn_ids)
+        return begun_turn(await self._rpc(user, "chat_begin_turn", args))
+
+    async def guardian_children(self, user: User) -> list[ChildLink]:
+        result = await self._rpc(user, "guardian_children", {})
+        if not isinstance(result, list):
+            logger.error("unexpected Supabase result for guardian_children")
+            raise StorageError()
+        return [validated(ChildLink, link) for link in result]
+
+    async def guardian_read_document(self, user: User, child_id: UUID) -> MemoryDocument:
+        result = await self._rpc(user, "guardian_read_document", {"p_child_id": str(child_id)})
+        return MemoryDocument() if result is None else validated(MemoryDocument, result)
+
+    async def guardian_set_field(
+        self, user: User, child_id: UUID, field: MemoryField, value: list[dict[str, Any]]
+    ) -> StoredValue:
+        args = {"p_child_id": str(child_id), "p_field": field.value, "p_value": value}
+        return validated(StoredValue, await self._rpc(user, "guardian_set_field", args))
+
+    async def guardian_append_items(
+        self,
+        user: User,
+        child_id: UUID,
+        field: MemoryField,
+        items: list[dict[str, Any]],
+        *,
+        cap: int,
+    ) -> AppendResult:
+        args = {
+            "p_child_id": str(child_id),
+            "p_field": field.value,
+            "p_items": items,
+            "p_cap": cap,
+        }
+        return validated(AppendResult, await self._rpc(user, "guardian_append_items", args))
+
+    async def guardian_remove_item(
+        self, user: User, child_id: UUID, field: MemoryField, item_id: str
+    ) -> bool:
+        args = {"p_child_id": str(child_id), "p_field": field.value, "p_item_id": item_id}
+        return await self._rpc(user, "guardian_remove_item", args) is not None
+
+    async def guardian_report_context(
+        self, user: User, child_id: UUID, *, max_episodes: int
+    ) -> ReportContext:
+        args = {"p_child_id": str(child_id), "p_max_episodes": max_episodes}
+        return validated(ReportContext, await self._rpc(user, "guardian_report_context", args))
+
+    async def guardian_store_report(
+        self,
+        user: User,
+        child_id: UUID,
+        report: dict[str, Any],
+        *,
+        after_episode_id: str | None,
+        cap: int,
+    ) -> AppendResult | None:
+        args = {
+            "p_child_id": str(child_id),
+            "p_report": report,
+            "p_after_episode_id": after_episode_id,
+            "p_cap": cap,
+        }
+        result = await self._rpc(user, "guardian_store_report", args)
+        return None if result is None else validated(AppendResult, result)
+
+    async def guardian_set_chat_limit(
+        self, user: User, child_id: UUID, daily_turns: int | None
+    ) -> int | None:
+        args = {"p_child_id": str(child_id), "p_daily_turns": daily_turns}
+        return stored_daily_turns(await self._rpc(user, "guardian_set_chat_limit", args))
+
+    async def guardian_erase_child(self, user: User, child_id: UUID) -> bool:
+        result = await self._rpc(user, "guardian_erase_child", {"p_child_id": str(child_id)})
+        if not isinstance(result, bool):
+            logger.error("unexpected Supabase result for guardian_erase_child")
+            raise StorageError()
+        return result

@@ -34,6 +34,8 @@ _ERROR_TEXT = {
     413: "body or stored episode too large",
     415: "the body was not sent as application/json",
     422: "invalid body (message must be 1-4000 characters)",
+    429: "past a chat limit (a guardian's daily limit, or CHAT_TURNS_PER_MINUTE): retry after "
+    "Retry-After seconds; the detail is written for the child; nothing was stored",
     502: "the LLM upstream failed or answered something unusable (its body is never relayed)",
     503: "chat not configured (set LLM_BASE_URL and LLM_MODEL), or storage unavailable",
     504: "the LLM upstream timed out (LLM_TIMEOUT_SECONDS)",

@@ -15,7 +15,7 @@ import httpx
 
 from config import Backend, Settings, StartupError
 from errors import StorageUnavailable
-from repositories.base import MemoryRepository
+from repositories.base import StorageRepository
 from services.auth.jwks import JwksCache
 from services.auth.verifier import TokenVerifier
 from services.memory_service import MemoryService
@@ -31,7 +31,7 @@ from services.storage.embedded_users import EmbeddedUserDirectory
 class Services:
     settings: Settings
     http: httpx.AsyncClient
-    repository: MemoryRepository
+    repository: StorageRepository
     memory: MemoryService
     recall: RecallService
     verifier: TokenVerifier
@@ -51,7 +51,7 @@ def new_http_client(settings: Settings) -> httpx.AsyncClient:
 
 @dataclass(frozen=True, slots=True)
 class Storage:
-    repository: MemoryRepository
+    repository: StorageRepository
     embedded: EmbeddedPostgres | None = None
     users: EmbeddedUserDirectory | None = None
     pool: asyncpg.Pool | None = None  # postgres/embedded: the login role's pool (operator tools)

@@ -28,7 +28,7 @@ from models import (
     StoredValue,
     User,
 )
-from repositories.base import MemoryRepository
+from repositories.base import StorageRepository
 
 MAX_ITEMS_PER_APPEND = 100
 MAX_ITEM_ID_LENGTH = 200
@@ -88,7 +88,7 @@ def encoded_size(value: Any) -> int:
 
 
 class MemoryService:
-    def __init__(self, repository: MemoryRepository, settings: Settings) -> None:
+    def __init__(self, repository: StorageRepository, settings: Settings) -> None:
         self._repository = repository
         self._settings = settings
 
@@ -127,6 +127,25 @@ class MemoryService:
             user, history=history, turn_ids=turn_ids, recall=recall
         )
 
+    async def begin_chat_turn(
+        self,
+        user: User,
+        *,
+        history: int,
+        turn_ids: tuple[str, str] | None = None,
+        recall: Recall | None = None,
+    ) -> ChatContext:
+        """`chat_context`, with one turn counted against the user's chat limits in the same
+        call (CHAT_TURNS_PER_MINUTE, a guardian's daily limit): past one, ChatLimitReached
+        (429) and nothing stored. A keyed retry that finds its turn stored is not counted."""
+        return await self._repository.begin_chat_turn(
+            user,
+            history=history,
+            turn_ids=turn_ids,
+            turns_per_minute=self._settings.chat_turns_per_minute or None,
+            recall=recall,
+        )
+
     async def read_db_field(self, user: User, field: str, default: Any = _MISSING) -> Any:
         """The seed's read: the stored value of `field`. `default` (else the field's empty value)
         only when the user has no row yet; storage errors propagate."""
@@ -153,7 +172,7 @@ class MemoryService:
                 raise InvalidValue(f"{field.value} holds a JSON object")
             encoded_size(value)
         else:
-            self._check_items(value, field, limit=self._settings.list_cap(field.value))
+            self.check_items(value, field, limit=self._settings.list_cap(field.value))
         return await self._repository.set_field(
             user, field, value, expected_version=expected_version
         )
@@ -190,7 +209,7 @@ class MemoryService:
         batch = [items] if isinstance(items, dict) else items
         if not isinstance(batch, list) or not 1 <= len(batch) <= MAX_ITEMS_PER_APPEND:
             raise InvalidValue(f"send one item object or an array of 1-{MAX_ITEMS_PER_APPEND}")
-        self._check_items(batch, field, limit=MAX_ITEMS_PER_APPEND)
+        self.check_items(batch, field, limit=MAX_ITEMS_PER_APPEND)
         return await self._repository.append_items(
             user,
             field,
@@ -231,7 +250,7 @@ class MemoryService:
 
     # --- validation ---------------------------------------------------------------------
 
-    def _check_items(self, items: Any, field: MemoryField, *, limit: int) -> None:
+    def check_items(self, items: Any, field: MemoryField, *, limit: int) -> None:
         """List items: objects, ids (when given) unique non-empty strings, each within size."""
         if not isinstance(items, list):
             raise InvalidValue(f"{field.value} holds a JSON array of objects")

@@ -42,6 +42,8 @@ order by c.relname, p.polname
 """
 
 OWN_ROW = "(( SELECT auth.uid() AS uid) = user_id)"
+# Own row, or (guardians) a linked child's row: the trigger limits what a guardian may change.
+OWN_OR_CHILDS_ROW = "((( SELECT auth.uid() AS uid) = user_id) OR memory_is_guardian_of(user_id))"
 
 
 class TestTablePrivileges:
@@ -146,7 +148,7 @@ class TestSplinterRules:
                 if expr is not None and call.search(expr):
                     assert wrapped.search(expr.lower()), (policy["polname"], expr)
 
-    async def test_every_policy_is_permissive_for_authenticated_and_own_rows(
+    async def test_every_policy_is_permissive_for_authenticated_and_own_or_childs_rows(
         self, admin_pool: asyncpg.Pool
     ) -> None:
         policies = {
@@ -158,8 +160,8 @@ class TestSplinterRules:
         for cmd, policy in policies.items():
             assert policy["roles"] == ["authenticated"], policy["polname"]
             assert policy["polpermissive"], policy["polname"]
-            expected_qual = None if cmd == "a" else OWN_ROW
-            expected_check = OWN_ROW if cmd in ("a", "w") else None
+            expected_qual = None if cmd == "a" else OWN_OR_CHILDS_ROW
+            expected_check = OWN_OR_CHILDS_ROW if cmd in ("a", "w") else None
             assert (policy["qual"], policy["with_check"]) == (expected_qual, expected_check)
 
     async def test_no_multiple_permissive_policies(self, admin_pool: asyncpg.Pool) -> None:

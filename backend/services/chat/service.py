@@ -41,12 +41,13 @@ class ChatService:
         self._settings = settings
 
     async def begin(self, user: User, message: str, *, idempotency_key: str | None) -> Turn:
-        """Read the chat context (one call, recall included) and build the turn's prompt and
-        episode ids. The message is embedded once, for this search and for storing it."""
+        """Read the chat context, with recall, and count the turn against the chat limits (one
+        call; 429 past a limit, nothing stored), then build the turn's prompt and episode ids.
+        The message is embedded once, for the recall search and for storing it."""
         episode_ids = Turn.episode_ids_for(user, idempotency_key or uuid.uuid4().hex)
         keyed = idempotency_key is not None
         recall = await self._recall.recall_for(message)
-        context = await self._memory.chat_context(
+        context = await self._memory.begin_chat_turn(
             user,
             history=self._settings.chat_history_episodes,
             turn_ids=episode_ids if keyed else None,

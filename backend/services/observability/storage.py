@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, cast
 
-from repositories.base import MemoryRepository
+from repositories.base import StorageRepository
 from services.observability.metrics import (
     observe_storage_operation,
     outcome_of,
@@ -27,7 +27,7 @@ class TimedRepository:
     """Wraps a repository: each coroutine method (including ones added to the protocol later)
     is timed under its own name as the `operation` label. Anything else passes through."""
 
-    def __init__(self, inner: MemoryRepository, backend: str) -> None:
+    def __init__(self, inner: StorageRepository, backend: str) -> None:
         self._inner = inner
         self._backend = backend
         self._pool = cast("PooledRepository", inner) if hasattr(inner, "pool_waiters") else None
@@ -62,6 +62,6 @@ class TimedRepository:
         return timed
 
 
-def timed_repository(repository: MemoryRepository, backend: str) -> MemoryRepository:
+def timed_repository(repository: StorageRepository, backend: str) -> StorageRepository:
     """`repository` with every operation timed (see `TimedRepository`)."""
-    return cast("MemoryRepository", TimedRepository(repository, backend))
+    return cast("StorageRepository", TimedRepository(repository, backend))

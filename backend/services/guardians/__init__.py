@@ -1,0 +1,1 @@
+"""Guardians: parents linked to children read, instruct, report on, limit and erase."""
