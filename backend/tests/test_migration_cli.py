@@ -15,8 +15,8 @@ from rich.console import Console
 
 from config import Backend
 from services.migration import export_cli, import_cli
-from services.migration.operator_storage import NoDatabase, operator_settings
 from services.storage.embedded_postgres import EmbeddedPostgres
+from services.storage.operator import NoDatabase, operator_settings
 from tests.conftest import make_settings
 from tests.tokens import bearer, user_token
 

@@ -17,10 +17,11 @@ from models import LIST_FIELDS, MemoryField
 from repositories.postgres import PostgresMemoryRepository
 from services.migration.catalogue import MANIFEST_NAME
 from services.migration.export import export_users, stored_users
-from services.migration.importer import Importer, Report, Status, acting_user
+from services.migration.importer import Importer, Report, Status
 from services.migration.plan import Limits, read_mapping, resolve_user
 from services.migration.source import open_source
 from services.storage.database import apply_schema, create_pool
+from services.storage.operator import acting_user
 from tests.conftest import create_auth_user, make_settings
 from tests.db_helpers import memory_row, scratch_database, snapshot
 

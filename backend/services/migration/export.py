@@ -22,7 +22,7 @@ import asyncpg
 from models import MemoryExport, User
 from repositories.base import MemoryRepository
 from services.migration.catalogue import MANIFEST_NAME, SOURCE_FILES
-from services.migration.importer import acting_user
+from services.storage.operator import acting_user
 
 EXPORT_FORMAT = "memory-export/1"
 

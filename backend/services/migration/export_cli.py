@@ -20,8 +20,8 @@ from rich.console import Console
 
 from config import Settings
 from services.migration.export import export_users, stored_users
-from services.migration.operator_storage import NoDatabase, open_operator_storage
 from services.migration.plan import parse_uuid
+from services.storage.operator import NoDatabase, open_operator_storage
 
 
 async def run(args: argparse.Namespace, console: Console) -> int:

@@ -25,9 +25,9 @@ from models import LIST_FIELDS
 from services.migration.catalogue import SOURCE_FILES
 from services.migration.convert import SourceError
 from services.migration.importer import Importer, Outcome, Report, Status
-from services.migration.operator_storage import NoDatabase, open_operator_storage
 from services.migration.plan import Limits, MappingError, read_mapping, resolve_user
 from services.migration.source import SourceTreeError, UserFolder, open_source
+from services.storage.operator import NoDatabase, open_operator_storage
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

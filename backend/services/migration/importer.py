@@ -17,11 +17,12 @@ from enum import StrEnum
 import asyncpg
 
 from errors import Forbidden, ServiceError
-from models import ImportResult, User
+from models import ImportResult
 from repositories.base import MemoryRepository
 from services.migration.convert import SourceError
 from services.migration.plan import Limits, UserPlan, plan_user
 from services.migration.source import UserFolder
+from services.storage.operator import acting_user
 
 NOT_IN_AUTH = "not in auth.users: create the user in Supabase Auth first"
 IMPORT_FUNCTION = "public.memory_import_document(jsonb, jsonb, boolean, integer, text)"
@@ -60,13 +61,6 @@ class Report:
     @property
     def failed(self) -> bool:
         return self.count(Status.FAILED) > 0
-
-
-def acting_user(user_id: uuid.UUID) -> User:
-    """The user an import acts as: the claims PostgREST would set for their token. The token
-    field only keys the repository's claims cache; no token exists or is sent."""
-    claims = {"sub": str(user_id), "role": "authenticated", "aud": "authenticated"}
-    return User(id=user_id, claims=claims, token=f"import:{user_id}")
 
 
 async def check_schema(pool: asyncpg.Pool) -> None:

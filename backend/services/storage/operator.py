@@ -1,9 +1,10 @@
-"""The database an operator command (import, export) works on: DATABASE_URL, else the embedded
-backend's (started as `make run` starts it, schema applied). The Supabase REST backend has no
-connection string to write through, so it is refused with what to set."""
+"""The database an operator command (import, export, backfill) works on: DATABASE_URL, else
+the embedded backend's (started as `make run` starts it, schema applied). The Supabase REST
+backend has no connection string to write through, so it is refused with what to set."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from config import Backend, Settings
+from models import User
 from repositories.base import MemoryRepository
 from services.container import new_http_client, open_storage
 
@@ -59,3 +61,10 @@ async def open_operator_storage(
         storage = await open_storage(settings, http, stack)
         assert storage.pool is not None
         yield OperatorStorage(storage.repository, storage.pool, storage.embedded is not None)
+
+
+def acting_user(user_id: uuid.UUID) -> User:
+    """The user an operator command acts as: the claims PostgREST would set for their token.
+    The token field only keys the repository's claims cache; no token exists or is sent."""
+    claims = {"sub": str(user_id), "role": "authenticated", "aud": "authenticated"}
+    return User(id=user_id, claims=claims, token=f"operator:{user_id}")
