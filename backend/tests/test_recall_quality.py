@@ -43,12 +43,7 @@ FACTS = [
     ("We have a kitten called Pepper who sleeps all day", "what is our cat called?"),
     ("I play football every Saturday with my cousin Leo", "which sport do I play on Saturdays?"),
 ]
-FILLER_WORDS = (
-    "today we played a game outside and it was fun then we had some juice and talked about "
-    "the weather the clouds a cartoon homework drawing a castle building blocks the park a "
-    "rainbow puzzles music the swing slide reading a book a song dinosaurs robots space "
-    "rockets the moon stars trains a boat painting colours a story bedtime breakfast lunch"
-).split()
+FILLER_WORDS = ["today", "we", "played", "a", "game", "outside", "and", "it", "was", "fun", "then", "we", "had", "some", "juice", "and", "talked", "about", "the", "weather", "the", "clouds", "a", "cartoon", "homework", "drawing", "a", "castle", "building", "blocks", "the", "park", "a", "rainbow", "puzzles", "music", "the", "swing", "slide", "reading", "a", "book", "a", "song", "dinosaurs", "robots", "space", "rockets", "the", "moon", "stars", "trains", "a", "boat", "painting", "colours", "a", "story", "bedtime", "breakfast", "lunch"]
 
 
 @dataclass(frozen=True)
