@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from errors import InvalidValue
+from errors import Forbidden, InvalidValue
 from models import MemoryField, User
 from repositories.postgres import PostgresMemoryRepository
 from services.storage.database import create_pool
@@ -309,3 +309,25 @@ class TestChatContextRecall:
         assert [hit.id for hit in context.recalled] == ["old"]
         without = await repo.chat_context(user, history=2)
         assert without.recalled == []
+
+
+class TestGuardianErase:
+    async def test_a_guardian_erasing_a_child_erases_the_childs_log_and_only_theirs(
+        self, repo: PostgresMemoryRepository, admin_pool: asyncpg.Pool
+    ) -> None:
+        guardian, child, other = [await new_user(admin_pool) for _ in range(3)]
+        await admin_pool.execute(
+            "insert into public.guardianships (guardian_id, child_id) values ($1, $2)",
+            guardian.id,
+            child.id,
+        )
+        await repo.append_items(child, EPISODES, [said("a secret")], cap=500)
+        await repo.append_items(other, EPISODES, [said("another secret")], cap=500)
+        assert await repo.guardian_erase_child(guardian, child.id)
+        assert await logged_ids(admin_pool, child) == []
+        assert len(await logged_ids(admin_pool, other)) == 1
+        # The child's own token may not erase what its guardian answers for (its row).
+        await repo.append_items(child, EPISODES, [said("again")], cap=500)
+        with pytest.raises(Forbidden):
+            await repo.erase(child)
+        assert len(await logged_ids(admin_pool, child)) == 1
