@@ -304,6 +304,57 @@ class TestChatContext:
         assert_rpc(route.calls.last.request, "memory_chat_context", {"p_history": 20})
 
 
+class TestSearch:
+    async def test_one_rpc_with_the_query_the_configuration_and_the_embedding(
+        self, repo: SupabaseMemoryRepository, user: User, pgrst_mock: respx.MockRouter
+    ) -> None:
+        answer = {
+            "mode": "hybrid",
+            "results": [
+                {
+                    "id": "e1",
+                    "created_at": "2026-11-25T10:00:00+00:00",
+                    "score": 0.031,
+                    "episode": {"id": "e1", "role": "user", "content": "my dog Biscuit"},
+                }
+            ],
+        }
+        route = pgrst_mock.post("/rpc/memory_search").mock(return_value=pgrst(200, answer))
+
+        found = await repo.search(user, "dog?", limit=5, embedding=[0.5, -1.0])
+
+        assert found.mode == "hybrid" and [hit.id for hit in found.results] == ["e1"]
+        request = route.calls.last.request
+        assert_rpc(
+            request,
+            "memory_search",
+            {
+                "p_query": "dog?",
+                "p_limit": 5,
+                "p_config": "english",
+                "p_embedding": "[0.5,-1.0]",
+                "p_vector_weight": 0.5,
+            },
+        )
+        assert_acts_as(request, user)
+
+    async def test_an_answer_of_another_shape_is_a_storage_error(
+        self, repo: SupabaseMemoryRepository, user: User, pgrst_mock: respx.MockRouter
+    ) -> None:
+        pgrst_mock.post("/rpc/memory_search").mock(return_value=pgrst(200, [{"id": 1}]))
+        with pytest.raises(StorageError):
+            await repo.search(user, "dog", limit=5)
+
+    async def test_save_embeddings_is_one_rpc_answering_how_many(
+        self, repo: SupabaseMemoryRepository, user: User, pgrst_mock: respx.MockRouter
+    ) -> None:
+        route = pgrst_mock.post("/rpc/memory_save_embeddings").mock(return_value=pgrst(200, 1))
+        assert await repo.save_embeddings(user, {"e1": [0.1, 0.2]}) == 1
+        assert_rpc(
+            route.calls.last.request, "memory_save_embeddings", {"p_embeddings": {"e1": [0.1, 0.2]}}
+        )
+
+
 class TestSetField:
     async def test_calls_memory_set_field_with_named_arguments(
         self, repo: SupabaseMemoryRepository, user: User, pgrst_mock: respx.MockRouter
