@@ -634,9 +634,8 @@ declare
   v_list jsonb;
   v_new jsonb := '[]'::jsonb;
   v_out jsonb := '[]'::jsonb;
-  v_item jsonb;
-  v_probe jsonb;
-  v_stored jsonb;
+  v_batch jsonb;
+  v_conflict text;
   v_version bigint;
   v_updated_at timestamptz;
 begin
@@ -695,31 +694,37 @@ begin
     raise exception 'this Idempotency-Key was used with a different body' using errcode = 'PT409';
   end if;
 
-  for v_item in select public.memory_normalize_item(e) from jsonb_array_elements(p_items) as e loop
-    v_probe := jsonb_build_array(jsonb_build_object('id', v_item -> 'id'));
-    v_stored := null;
-    if v_list @> v_probe then
-      select e into v_stored from jsonb_array_elements(v_list) as e
-        where e -> 'id' = v_item -> 'id' limit 1;
-      v_found := v_found + 1;
-    elsif v_new @> v_probe then
-      select e into v_stored from jsonb_array_elements(v_new) as e
-        where e -> 'id' = v_item -> 'id' limit 1;
-    end if;
-
-    if v_stored is null then
-      v_new := v_new || jsonb_build_array(v_item);
-      v_out := v_out || jsonb_build_array(v_item);
-    elsif (v_stored - 'created_at') = (v_item - 'created_at') then
-      v_out := v_out || jsonb_build_array(v_stored);
-    elsif v_keyed then
-      raise exception 'this Idempotency-Key was used with a different body'
-        using errcode = 'PT409';
-    else
-      raise exception 'item % is already stored with other content', v_item ->> 'id'
-        using errcode = 'PT409';
-    end if;
-  end loop;
+  -- Set-based (one pass, hash joins on id): each item of the batch is matched with the stored
+  -- item of its id, else with the first item of the batch carrying it. Unmatched first
+  -- occurrences are new; a match with other content (created_at aside) is a conflict; the
+  -- answer holds each item as stored (the stored copy for ids that were there).
+  select jsonb_agg(public.memory_normalize_item(e) order by o) into v_batch
+    from jsonb_array_elements(p_items) with ordinality as t(e, o);
+  with batch as (
+    select t.e as item, t.e -> 'id' as id, t.o
+      from jsonb_array_elements(v_batch) with ordinality as t(e, o)
+  ), stored as (
+    select e as item, e -> 'id' as id from jsonb_array_elements(v_list) as e
+     where e -> 'id' in (select id from batch)
+  ), firsts as (
+    select distinct on (id) id, item, o from batch order by id, o
+  )
+  select count(*) filter (where s.item is not null),
+         (array_agg(b.item ->> 'id' order by b.o)
+            filter (where (coalesce(s.item, f.item) - 'created_at') <> (b.item - 'created_at')))[1],
+         coalesce(jsonb_agg(b.item order by b.o) filter (where s.item is null and f.o = b.o),
+                  '[]'::jsonb),
+         jsonb_agg(coalesce(s.item, f.item) order by b.o)
+    into v_found, v_conflict, v_new, v_out
+    from batch as b
+    join firsts as f on f.id = b.id
+    left join stored as s on s.id = b.id;
+  if v_conflict is not null and v_keyed then
+    raise exception 'this Idempotency-Key was used with a different body' using errcode = 'PT409';
+  elsif v_conflict is not null then
+    raise exception 'item % is already stored with other content', v_conflict
+      using errcode = 'PT409';
+  end if;
 
   -- With a key, all of the batch is stored already (a retry) or none of it (a first try).
   if v_keyed and v_found not in (0, jsonb_array_length(p_items)) then
