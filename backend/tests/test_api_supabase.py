@@ -4,7 +4,6 @@ every upstream request carries the API key and the requesting user's own token."
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -16,23 +15,13 @@ import pytest
 import respx
 from fastapi import FastAPI
 
-from tests.conftest import asgi_client, make_settings, running_app
+from tests.conftest import asgi_client, make_settings, running_supabase_app
 from tests.tokens import TEST_JWT_SECRET, bearer, user_token
 
 SUPABASE_URL = "https://abcdefghijklmnop.supabase.co"
 REST = f"{SUPABASE_URL}/rest/v1"
 API_KEY = "sb_publishable_test_key_0123456789"
 UPDATED_AT = "2026-11-25T10:00:00.123456+00:00"
-# PostgREST's answer to a read with the API key alone: anon may not read memories.
-ANON_REFUSED = httpx.Response(
-    401,
-    json={
-        "code": "42501",
-        "message": "permission denied for table memories",
-        "details": None,
-        "hint": None,
-    },
-)
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +33,7 @@ async def supabase_app(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
         data_dir=Path(tmp_path_factory.mktemp("supabase")),
         storage_timeout_seconds=2.0,
     )
-    async with contextlib.AsyncExitStack() as stack:
-        with respx.mock(base_url=REST) as startup:  # the start-up probe, answered as Supabase does
-            probe = startup.get("/memories").mock(return_value=ANON_REFUSED)
-            app = await stack.enter_async_context(running_app(settings))
-        assert probe.call_count == 1
+    async with running_supabase_app(settings) as app:
         yield app
 
 

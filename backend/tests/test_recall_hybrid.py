@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import random
-import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -15,6 +14,7 @@ import pytest
 from models import MemoryField, User
 from repositories.postgres import PostgresMemoryRepository
 from services.storage.database import create_pool
+from services.storage.operator import acting_user
 from tests.conftest import create_auth_user, make_settings
 from tests.db_helpers import call_as
 
@@ -38,11 +38,6 @@ async def pool(database_dsn: str) -> AsyncIterator[asyncpg.Pool]:
 @pytest.fixture(scope="module")
 def repo(pool: asyncpg.Pool) -> PostgresMemoryRepository:
     return PostgresMemoryRepository(pool, make_settings())
-
-
-def as_user(user_id: uuid.UUID) -> User:
-    claims = {"sub": str(user_id), "role": "authenticated", "aud": "authenticated"}
-    return User(id=user_id, claims=claims, token=f"token-of-{user_id}")
 
 
 def cosine_distance(a: list[float], b: list[float]) -> float:
@@ -80,11 +75,11 @@ class TestExactPerUserScan:
         per-user scan returns exactly the nearest of ours, in order."""
         rng = random.Random(7)
         query = random_vector(rng)
-        ours = as_user(await create_auth_user(admin_pool))
+        ours = acting_user(await create_auth_user(admin_pool))
         our_vectors = {f"ours-{n}": random_vector(rng) for n in range(300)}
         await store(repo, ours, our_vectors)
         for _ in range(5):
-            other = as_user(await create_auth_user(admin_pool))
+            other = acting_user(await create_auth_user(admin_pool))
             near = {f"near-{n}": [x + rng.uniform(-0.01, 0.01) for x in query] for n in range(200)}
             await store(repo, other, near)
 
@@ -96,8 +91,8 @@ class TestExactPerUserScan:
     async def test_append_stores_given_vectors_in_the_same_call_and_save_skips_unknown_ids(
         self, repo: PostgresMemoryRepository, admin_pool: asyncpg.Pool
     ) -> None:
-        user = as_user(await create_auth_user(admin_pool))
-        other = as_user(await create_auth_user(admin_pool))
+        user = acting_user(await create_auth_user(admin_pool))
+        other = acting_user(await create_auth_user(admin_pool))
         await repo.append_items(
             user, EPISODES, [{"id": "a", "content": "x"}], cap=9, embeddings={"a": [1.0, 0.0]}
         )
@@ -113,7 +108,7 @@ class TestFusion:
     async def test_agreeing_rankings_win_and_weight_zero_is_full_text_alone(
         self, pool: asyncpg.Pool, admin_pool: asyncpg.Pool
     ) -> None:
-        user = as_user(await create_auth_user(admin_pool))
+        user = acting_user(await create_auth_user(admin_pool))
         plain = PostgresMemoryRepository(pool, make_settings())
         items = {
             "both": ("my kite is red", [1.0, 0.0]),

@@ -3,7 +3,6 @@ entry point (memory_private.call_as_user) and directly as PostgREST would reach 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,6 +13,7 @@ from errors import Forbidden, InvalidValue
 from models import MemoryField, User
 from repositories.postgres import PostgresMemoryRepository
 from services.storage.database import create_pool
+from services.storage.operator import acting_user
 from tests.conftest import create_auth_user, make_settings
 from tests.db_helpers import call_as, execute_as
 
@@ -33,13 +33,8 @@ def repo(pool: asyncpg.Pool) -> PostgresMemoryRepository:
     return PostgresMemoryRepository(pool, make_settings())
 
 
-def as_user(user_id: uuid.UUID) -> User:
-    claims = {"sub": str(user_id), "role": "authenticated", "aud": "authenticated"}
-    return User(id=user_id, claims=claims, token=f"token-of-{user_id}")
-
-
 async def new_user(admin_pool: asyncpg.Pool) -> User:
-    return as_user(await create_auth_user(admin_pool))
+    return acting_user(await create_auth_user(admin_pool))
 
 
 async def logged_ids(admin_pool: asyncpg.Pool, user: User) -> list[str]:
