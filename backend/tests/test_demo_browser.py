@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import socket
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +90,19 @@ async def live_url(embedded_server: EmbeddedPostgres, llm: LLMStandIn) -> AsyncI
 
 
 @pytest.fixture
+async def live_url_one_turn_per_minute(
+    embedded_server: EmbeddedPostgres, llm: LLMStandIn
+) -> AsyncIterator[str]:
+    chat = {
+        "llm_base_url": CHAT_LLM_BASE_URL,
+        "llm_model": "companion-test-model",
+        "chat_turns_per_minute": 1,
+    }
+    async for url in serve(chat, embedded_server):
+        yield url
+
+
+@pytest.fixture
 async def live_url_without_llm(embedded_server: EmbeddedPostgres) -> AsyncIterator[str]:
     async for url in serve({}, embedded_server):
         yield url
@@ -104,7 +119,8 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 async def open_signed_in(browser: Browser, url: str, user_id: str = "") -> Page:
-    page = await browser.new_page()
+    # A fixed locale and time zone: dates on the page read the same on every machine.
+    page = await browser.new_page(locale="en-GB", timezone_id="UTC")
     page.on("pageerror", lambda error: pytest.fail(f"script error on the page: {error}"))
     await page.goto(f"{url}/demo/")
     await expect(page.get_by_role("heading", name="Memory service demo")).to_be_visible()
@@ -120,15 +136,30 @@ async def screenshot(page: Page, name: str) -> None:
     await page.screenshot(path=RESULTS_DIR / name, full_page=True)
 
 
-async def stored(url: str, page: Page, field: str) -> Any:
-    """What the API holds for the page's user (read with the page's own token; through the
-    browser's request API, as respx holds httpx in this process)."""
+async def stored(url: str, page: Page, path: str) -> Any:
+    """What the API answers the page's user at /api/memory/`path` (read with the page's own
+    token; through the browser's request API, as respx holds httpx in this process)."""
     token = await page.evaluate("sessionStorage.getItem('demo-token')")
     response = await page.request.get(
-        f"{url}/api/memory/{field}", headers={"Authorization": f"Bearer {token}"}
+        f"{url}/api/memory/{path}", headers={"Authorization": f"Bearer {token}"}
     )
     assert response.ok, response.status
     return await response.json()
+
+
+async def chat(page: Page, message: str) -> None:
+    """Send `message` with the keyboard and wait for its reply to finish."""
+    replies = page.locator("#chat-log li.assistant")
+    before = await replies.count()
+    await page.get_by_label("Message").fill(message)
+    await page.get_by_label("Message").press("Enter")
+    await expect(replies.nth(before)).to_have_attribute("data-done", "true")
+
+
+def shown_date(created_at: str) -> str:
+    """How the page (locale en-GB, time zone UTC) writes a stored created_at."""
+    when = datetime.fromisoformat(created_at).astimezone(UTC)
+    return when.strftime("%d/%m/%Y, %H:%M:%S")
 
 
 class TestDemoInChromium:
@@ -184,6 +215,85 @@ class TestDemoInChromium:
         await expect(page.get_by_role("alert")).to_be_hidden()
         await screenshot(page, "demo.png")
 
+    async def test_search_lists_the_matching_episode_with_its_date_and_score(
+        self, browser: Browser, live_url: str, llm: LLMStandIn
+    ) -> None:
+        page = await open_signed_in(browser, live_url)
+        llm.replies = ["What a lovely name!", "Dinosaurs are great."]
+        await chat(page, "My cat is called Momo.")
+        await chat(page, "I like dinosaurs.")
+        await expect(page.locator("#count-episodic_memory")).to_have_text("4")
+
+        # A word of the first message: its episode, and only it, with its date and score.
+        await page.get_by_label("Search past conversations").fill("Momo")
+        await page.get_by_label("Search past conversations").press("Enter")
+        hits = page.locator("#search-results li")
+        await expect(hits).to_have_count(1)
+        await expect(hits.locator(".text")).to_have_text("user: My cat is called Momo.")
+        await expect(page.locator("#search-none")).to_be_hidden()
+        await expect(page.locator("#status")).to_have_text("1 result(s) (text search).")
+        episode = next(
+            e
+            for e in await stored(live_url, page, "episodic_memory")
+            if e["content"] == "My cat is called Momo."
+        )
+        date = hits.locator("time")
+        await expect(date).to_have_attribute("datetime", episode["created_at"])
+        await expect(date).to_have_text(shown_date(episode["created_at"]))
+        answer = await stored(live_url, page, "search?q=Momo")
+        assert [hit["id"] for hit in answer["results"]] == [episode["id"]]
+        score_text = await hits.locator(".score").text_content() or ""
+        assert re.fullmatch(r"score \d+\.\d{3}", score_text), score_text
+        score = float(score_text.removeprefix("score "))
+        assert score > 0 and abs(score - answer["results"][0]["score"]) <= 0.0005
+        await screenshot(page, "demo-search.png")
+
+        # No match: an empty list and a clear "no results" line.
+        await page.get_by_label("Search past conversations").fill("giraffe")
+        await page.get_by_role("button", name="Search", exact=True).click()
+        await expect(page.locator("#search-none")).to_have_text(
+            "No results: no past message matches \u201cgiraffe\u201d."
+        )
+        await expect(hits).to_have_count(0)
+        await expect(page.locator("#status")).to_have_text("0 result(s) (text search).")
+
+        # A match again hides that line; the reply found by its own word.
+        await page.get_by_label("Search past conversations").fill("great")
+        await page.get_by_role("button", name="Search", exact=True).click()
+        await expect(hits.locator(".text")).to_have_text(["assistant: Dinosaurs are great."])
+        await expect(page.locator("#search-none")).to_be_hidden()
+
+    async def test_a_turn_past_the_chat_limit_shows_the_429_detail_and_retry_after(
+        self, browser: Browser, live_url_one_turn_per_minute: str, llm: LLMStandIn
+    ) -> None:
+        """A real 429: the app allows one chat turn a minute (CHAT_TURNS_PER_MINUTE=1)."""
+        page = await open_signed_in(browser, live_url_one_turn_per_minute)
+        await chat(page, "Hello!")
+        await expect(page.locator("#count-episodic_memory")).to_have_text("2")
+
+        async with page.expect_response("**/api/chat") as refused:
+            await page.get_by_label("Message").fill("Hello again!")
+            await page.get_by_label("Message").press("Enter")
+        response = await refused.value
+        assert response.status == 429
+        retry_after = int(response.headers["retry-after"])
+        assert 1 <= retry_after <= 60
+        detail = (await response.json())["detail"]
+        assert detail  # the server's words, shown as they are
+        alert = page.get_by_role("alert")
+        await expect(alert).to_have_text(
+            f"Chat failed (429): {detail} Retry after {retry_after} s."
+        )
+        failed = page.locator("#chat-log li.assistant").nth(1)
+        await expect(failed).to_have_class(re.compile(r"\bfailed\b"))
+        await expect(failed.locator(".text")).to_have_text("(no reply)")
+        await expect(page.get_by_role("button", name="Send")).to_be_enabled()
+        # Nothing of the refused turn was stored, and only one turn reached the LLM.
+        await expect(page.locator("#count-episodic_memory")).to_have_text("2")
+        assert len(await stored(live_url_one_turn_per_minute, page, "episodic_memory")) == 2
+        assert len(llm.turns) == 1
+        await screenshot(page, "demo-429.png")
+
     async def test_error_states_are_shown(
         self, browser: Browser, live_url_without_llm: str
     ) -> None:
@@ -196,21 +306,9 @@ class TestDemoInChromium:
         await expect(alert).to_contain_text("(503)")
         await expect(alert).to_contain_text("LLM_BASE_URL")
 
-        # Rate limited: the server's detail and Retry-After.
-        await page.route(
-            "**/api/memory",
-            lambda route: route.fulfill(
-                status=429,
-                headers={"Retry-After": "7", "Content-Type": "application/json"},
-                body=json.dumps({"detail": "too many requests"}),
-            ),
-        )
-        await page.get_by_role("button", name="Reload memory").click()
-        await expect(alert).to_contain_text("(429): too many requests")
-        await expect(alert).to_contain_text("Retry after 7 s")
+        # Rate limited (429): a real one, in the test above.
 
         # Network down.
-        await page.unroute("**/api/memory")
         await page.route("**/api/memory", lambda route: route.abort("internetdisconnected"))
         await page.get_by_role("button", name="Reload memory").click()
         await expect(alert).to_contain_text("cannot reach the server")

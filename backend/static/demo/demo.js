@@ -26,17 +26,18 @@ function clearError() {
 /** Say what went wrong, in the words of the status the server answered. */
 function showError(error, doing) {
   const box = $("error");
+  const said = (detail) => (/[.!?]$/.test(detail) ? detail : `${detail}.`);
   let text;
   if (!(error instanceof api.ApiError)) text = `${doing} failed: ${error.message}`;
-  else if (error.status === 0) text = `${doing} failed: ${error.detail}.`;
-  else if (error.status === 401) text = `${doing} failed (401): ${error.detail}. Sign in again.`;
+  else if (error.status === 0) text = `${doing} failed: ${said(error.detail)}`;
+  else if (error.status === 401) text = `${doing} failed (401): ${said(error.detail)} Sign in again.`;
   else if (error.status === 412)
-    text = `${doing} failed (412): ${error.detail}. Another tab or a chat turn changed the memory after you loaded it: reload the memory, then edit again.`;
+    text = `${doing} failed (412): ${said(error.detail)} Another tab or a chat turn changed the memory after you loaded it: reload the memory, then edit again.`;
   else if (error.status === 429 || error.status === 503) {
-    text = `${doing} failed (${error.status}): ${error.detail}.`;
+    text = `${doing} failed (${error.status}): ${said(error.detail)}`;
     if (error.retryAfter !== null && !Number.isNaN(error.retryAfter))
       text += ` Retry after ${error.retryAfter} s.`;
-  } else text = `${doing} failed (${error.status}): ${error.detail}.`;
+  } else text = `${doing} failed (${error.status}): ${said(error.detail)}`;
   status("");
   box.textContent = text;
   box.dataset.status = String(error.status ?? "");
@@ -70,6 +71,7 @@ function signOut(clearStatus = true) {
   sessionStorage.removeItem("demo-token");
   sessionStorage.removeItem("demo-user");
   $("chat-log").replaceChildren();
+  clearSearch();
   showSignedIn();
   if (clearStatus) status("Signed out.");
 }
@@ -252,26 +254,42 @@ $("message").addEventListener("keydown", (event) => {
 
 // --- search (GET /api/memory/search) ----------------------------------------------------
 
+function clearSearch() {
+  $("search-results").replaceChildren();
+  $("search-none").hidden = true;
+}
+
+function searchHit(result) {
+  const li = document.createElement("li");
+  const date = document.createElement("time");
+  const when = result.created_at ? new Date(result.created_at) : null;
+  if (when && !Number.isNaN(when.getTime())) {
+    date.dateTime = result.created_at;
+    date.textContent = when.toLocaleString();
+  } else date.textContent = "(date unknown)";
+  const score = document.createElement("span");
+  score.className = "score";
+  score.textContent = `score ${Number(result.score).toFixed(3)}`;
+  const text = document.createElement("span");
+  text.className = "text";
+  text.textContent = itemText(result.episode);
+  li.append(date, " ", score, " ", text);
+  return li;
+}
+
 $("search-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   clearError();
+  clearSearch();
+  const query = $("search-q").value.trim();
+  if (!query) return;
   try {
-    const answer = await api.search(state.token, $("search-q").value.trim());
-    $("search-results").replaceChildren(
-      ...answer.results.map((result) => {
-        const li = document.createElement("li");
-        const date = document.createElement("time");
-        date.dateTime = result.created_at;
-        date.textContent = new Date(result.created_at).toLocaleString();
-        const score = document.createElement("span");
-        score.className = "score";
-        score.textContent = `score ${Number(result.score).toFixed(3)}`;
-        const text = document.createElement("span");
-        text.textContent = itemText(result.episode);
-        li.append(date, " ", score, " ", text);
-        return li;
-      }),
-    );
+    const answer = await api.search(state.token, query);
+    $("search-results").replaceChildren(...answer.results.map(searchHit));
+    if (answer.results.length === 0) {
+      $("search-none").textContent = `No results: no past message matches “${query}”.`;
+      $("search-none").hidden = false;
+    }
     status(`${answer.results.length} result(s) (${answer.mode} search).`);
   } catch (error) {
     showError(error, "Search");
