@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from config import Settings
-from models import MAX_SEARCH_LIMIT, JsonObject, Recall, SearchResult, User
+from models import JsonObject, Recall, SearchResult, User
 from repositories.base import MemoryRepository
 from services.recall.embeddings import EmbeddingsClient, EmbeddingsFailed
 
@@ -64,7 +64,6 @@ class RecallService:
             return None
 
     async def search(self, user: User, query: str, *, limit: int) -> SearchResult:
-        limit = max(1, min(limit, MAX_SEARCH_LIMIT))
         embedding = await self.embed_query(query)
         return await self._repository.search(user, query, limit=limit, embedding=embedding)
 
