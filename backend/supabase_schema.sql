@@ -874,6 +874,97 @@ end
 $$;
 
 -- ---------------------------------------------------------------------------------------
+-- Index lookups RLS would forbid. Under RLS the planner may use an operator as an index
+-- condition only if it is leakproof, and full-text search's @@ is not: through RLS every
+-- search would read the whole log table. memory_index.rank_text reads the table as its owner
+-- (security definer) but only the rows of the calling user (auth.uid(), from the verified
+-- claims; none without them), and answers ids and scores only; memory_search (security
+-- invoker) then reads the episodes themselves under RLS. Like memory_private, this schema is
+-- not an API schema (never expose it); signed-in users may only execute its one function.
+-- ---------------------------------------------------------------------------------------
+create schema if not exists memory_index;
+comment on schema memory_index is
+  'Index lookups for the calling user that RLS would turn into full scans. Never expose it in the API.';
+revoke all on schema memory_index from public, anon, authenticated, service_role;
+grant usage on schema memory_index to authenticated;
+
+-- Full-text ranking of the caller's episodes: the question's words with OR semantics, ranked
+-- like BM25: each word counts with its inverse document frequency among the user's episodes (a
+-- word most episodes hold counts little) times ts_rank's saturating count of it in the episode.
+-- Document frequencies are counted up to 2000 (a word in more episodes weighs as if in 2000: it
+-- hardly counts either way), and candidates come from the GIN index by the rarest words first,
+-- up to about 2000 episodes, so a question of common words never ranks the whole log; common
+-- words still count in the score of every candidate holding them. The best p_limit, ids in
+-- p_exclude left out.
+create or replace function memory_index.rank_text(
+  p_query text,
+  p_config text,
+  p_limit integer,
+  p_exclude text[]
+)
+returns table (id text, seq bigint, score double precision)
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+declare
+  c_max_df constant integer := 2000;
+  v_uid uuid := (select auth.uid());
+  v_queries tsquery[];
+  v_dfs bigint[];
+  v_idfs double precision[];
+  v_total bigint;
+  v_probe tsquery;
+  v_covered bigint;
+begin
+  if v_uid is null then
+    raise exception 'a signed-in user is required' using errcode = '42501';
+  end if;
+  select array_agg(w.q order by f.df, w.q::text), array_agg(f.df order by f.df, w.q::text)
+    into v_queries, v_dfs
+    from (select distinct
+                 ('''' || replace(replace(t.lexeme, '\', '\\'), '''', '''''') || '''')::tsquery
+                   as q
+            from unnest(to_tsvector(p_config::regconfig, p_query)) as t) as w
+    cross join lateral (
+      select count(*) as df from (
+        select from public.memory_episodes as l
+        where l.user_id = v_uid and l.search @@ w.q
+        limit c_max_df) as matching) as f
+    where f.df > 0;
+  if v_queries is null then
+    return;
+  end if;
+
+  select count(*) into v_total from public.memory_episodes as l where l.user_id = v_uid;
+  v_idfs := array(select ln(1 + (v_total - d + 0.5) / (d + 0.5)) from unnest(v_dfs) as d);
+  v_probe := v_queries[1];
+  v_covered := v_dfs[1];
+  for i in 2 .. cardinality(v_queries) loop
+    exit when v_covered + v_dfs[i] > c_max_df;
+    v_probe := v_probe || v_queries[i];
+    v_covered := v_covered + v_dfs[i];
+  end loop;
+
+  return query
+    select l.id, l.seq, s.score
+      from public.memory_episodes as l
+      cross join lateral (
+        select sum(v_idfs[i] * ts_rank(l.search, v_queries[i])) as score
+        from generate_subscripts(v_queries, 1) as i
+        where l.search @@ v_queries[i]) as s
+      where l.user_id = v_uid and l.search @@ v_probe and l.id <> all (coalesce(p_exclude, '{}'))
+      order by s.score desc, l.seq desc
+      limit p_limit;
+end
+$$;
+
+revoke all on function memory_index.rank_text(text, text, integer, text[])
+  from public, anon, authenticated, service_role;
+grant execute on function memory_index.rank_text(text, text, integer, text[]) to authenticated;
+
+-- ---------------------------------------------------------------------------------------
 -- Reads. Each answers only what the request asks for, sliced in SQL: a bounded read costs what
 -- it returns, not what is stored. PL/pgSQL (not SQL) so that their plans are cached per session.
 -- ---------------------------------------------------------------------------------------
@@ -985,15 +1076,10 @@ begin
 end
 $$;
 
--- Search the calling user's conversation log.
--- Full text (always): the question's words with OR semantics, ranked like BM25: each word counts
--- with its inverse document frequency among the user's episodes (a word most episodes hold
--- counts little) times ts_rank's saturating count of it in the episode. Candidates come from the
--- GIN index, by the rarest words first (up to about 5000 episodes), so a question full of common
--- words does not rank the whole log.
--- Hybrid (p_embedding, the question's embedding in pgvector's text form): also ranks the user's
--- vectors by cosine distance (an exact scan of this user's rows, never a shared approximate
--- index), and fuses both rankings by weighted reciprocal rank fusion:
+-- Search the calling user's conversation log (see memory_index.rank_text for the full-text
+-- ranking). Hybrid (p_embedding, the question's embedding in pgvector's text form): also ranks
+-- the user's vectors by cosine distance (an exact scan of this user's rows, never a shared
+-- approximate index), and fuses both rankings by weighted reciprocal rank fusion:
 --   score = 1 / (60 + text rank) + p_vector_weight / (60 + vector rank).
 -- Items with ids in p_exclude are left out (chat excludes what its history window shows).
 -- Returns {"mode": "text"|"hybrid", "results": [{"id", "created_at", "score", "episode"}]}.
@@ -1013,12 +1099,7 @@ set search_path = ''
 as $$
 declare
   v_uid uuid := public.memory_require_user();
-  v_config regconfig := coalesce(p_config, 'english')::regconfig;
   v_exclude text[] := coalesce(p_exclude, '{}');
-  v_pool integer;
-  v_total bigint;
-  v_words jsonb;
-  v_probe tsquery;
   v_results jsonb;
 begin
   if p_limit is null or p_limit not between 1 and 100 then
@@ -1027,58 +1108,21 @@ begin
   if p_query is null or length(p_query) > 10000 then
     raise exception 'a query has at most 10000 characters' using errcode = '22023';
   end if;
-  v_pool := case when p_embedding is null then p_limit else greatest(p_limit, 50) end;
-
-  select count(*) into v_total from public.memory_episodes as l where l.user_id = v_uid;
-  -- Each word of the question with its document frequency and weight (idf), rarest first.
-  select coalesce(jsonb_agg(jsonb_build_object(
-           'q', w.q, 'idf', ln(1 + (v_total - f.df + 0.5) / (f.df + 0.5)), 'df', f.df)
-           order by f.df), '[]')
-    into v_words
-    from (select distinct '''' || replace(replace(t.lexeme, '\', '\\'), '''', '''''') || '''' as q
-            from unnest(to_tsvector(v_config, p_query)) as t) as w
-    cross join lateral (
-      select count(*) as df from public.memory_episodes as l
-      where l.user_id = v_uid and l.search @@ w.q::tsquery) as f
-    where f.df > 0;
-  select string_agg(w.q, ' | ')::tsquery into v_probe
-    from (select e ->> 'q' as q,
-                 sum((e ->> 'df')::bigint) over (order by o) - (e ->> 'df')::bigint as before
-            from jsonb_array_elements(v_words) with ordinality as t(e, o)) as w
-    where w.before < 5000;
 
   if p_embedding is null then
     select coalesce(jsonb_agg(jsonb_build_object(
-             'id', r.id, 'created_at', r.item -> 'created_at', 'score', r.score, 'episode', r.item)
+             'id', l.id, 'created_at', l.item -> 'created_at', 'score', r.score, 'episode', l.item)
              order by r.score desc, r.seq desc), '[]')
       into v_results
-      from (select l.id, l.item, l.seq, s.score
-              from public.memory_episodes as l
-              cross join lateral (
-                select sum((w ->> 'idf')::double precision * ts_rank(l.search, (w ->> 'q')::tsquery))
-                  as score
-                from jsonb_array_elements(v_words) as w
-                where l.search @@ (w ->> 'q')::tsquery) as s
-              where l.user_id = v_uid and v_probe is not null and l.search @@ v_probe
-                and l.id <> all (v_exclude)
-              order by s.score desc, l.seq desc
-              limit v_pool) as r;
+      from memory_index.rank_text(p_query, coalesce(p_config, 'english'), p_limit, v_exclude) as r
+      join public.memory_episodes as l on l.user_id = v_uid and l.id = r.id;
     return jsonb_build_object('mode', 'text', 'results', v_results);
   end if;
 
   with text_ranked as (
     select r.id, row_number() over (order by r.score desc, r.seq desc) as rank
-      from (select l.id, l.seq, s.score
-              from public.memory_episodes as l
-              cross join lateral (
-                select sum((w ->> 'idf')::double precision * ts_rank(l.search, (w ->> 'q')::tsquery))
-                  as score
-                from jsonb_array_elements(v_words) as w
-                where l.search @@ (w ->> 'q')::tsquery) as s
-              where l.user_id = v_uid and v_probe is not null and l.search @@ v_probe
-                and l.id <> all (v_exclude)
-              order by s.score desc, l.seq desc
-              limit v_pool) as r
+      from memory_index.rank_text(
+             p_query, coalesce(p_config, 'english'), greatest(p_limit, 50), v_exclude) as r
   ), vector_ranked as (
     select v.id,
            row_number() over (
@@ -1086,7 +1130,7 @@ begin
       from public.memory_episode_vectors as v
       where v.user_id = v_uid and v.id <> all (v_exclude)
       order by v.embedding operator(extensions.<=>) p_embedding::extensions.vector
-      limit v_pool
+      limit greatest(p_limit, 50)
   ), fused as (
     select coalesce(t.id, v.id) as id,
            coalesce(1.0 / (60 + t.rank), 0)

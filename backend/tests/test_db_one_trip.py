@@ -20,7 +20,7 @@ from errors import (
     StorageUnavailable,
     VersionMismatch,
 )
-from models import MemoryField, User
+from models import MemoryField, Recall, User
 from repositories.postgres import CALL_AS_USER_SQL, PostgresMemoryRepository
 from services.storage.database import create_pool
 from tests.conftest import create_auth_user, make_settings
@@ -198,6 +198,27 @@ def operations(
             IdempotencyConflict,
         ),
         ("export_document", lambda r: r.export_document(owner), None),
+        (
+            "append_items to the log",
+            lambda r: r.append_items(
+                owner, MemoryField.EPISODIC_MEMORY, [{"content": "my kite is red"}], cap=10
+            ),
+            None,
+        ),
+        ("search", lambda r: r.search(owner, "kite", limit=5), None),
+        ("search bad", lambda r: r.search(owner, "kite", limit=0), InvalidValue),
+        (
+            "chat_context with recall",
+            lambda r: r.chat_context(owner, history=1, recall=Recall("red kite?", 3)),
+            None,
+        ),
+        (
+            "begin_chat_turn with recall",
+            lambda r: r.begin_chat_turn(
+                owner, history=1, turns_per_minute=1000, recall=Recall("kite", 3)
+            ),
+            None,
+        ),
         ("erase", lambda r: r.erase(owner), None),
     ]
 

@@ -326,3 +326,35 @@ class TestGuardianErase:
         with pytest.raises(Forbidden):
             await repo.erase(child)
         assert len(await logged_ids(admin_pool, child)) == 1
+
+
+class TestIndexSchema:
+    """memory_index.rank_text reads the log as its owner (RLS would forbid the GIN index), so
+    it must answer the caller's own rows only, and nothing to anyone else."""
+
+    RANK = "select count(*) from memory_index.rank_text('treasure', 'english', 10, '{}')"
+
+    async def test_only_the_callers_rows_and_nothing_without_claims(
+        self, repo: PostgresMemoryRepository, admin_pool: asyncpg.Pool
+    ) -> None:
+        alice, bob = await new_user(admin_pool), await new_user(admin_pool)
+        await repo.append_items(alice, EPISODES, [said("the treasure map")], cap=500)
+        assert await call_as(admin_pool, alice.id, self.RANK) == 1
+        assert await call_as(admin_pool, bob.id, self.RANK) == 0
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await call_as(admin_pool, None, self.RANK, role="anon")
+        async with admin_pool.acquire() as conn, conn.transaction():
+            await conn.execute("set local role authenticated")  # no claims: no user
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.fetchval(self.RANK)
+
+    @pytest.mark.parametrize("role", ["anon", "service_role"])
+    async def test_no_other_api_role_may_use_it(self, admin_pool: asyncpg.Pool, role: str) -> None:
+        assert not await admin_pool.fetchval(
+            "select has_schema_privilege($1, 'memory_index', 'USAGE')", role
+        )
+        assert not await admin_pool.fetchval(
+            "select has_function_privilege($1,"
+            " 'memory_index.rank_text(text, text, integer, text[])', 'EXECUTE')",
+            role,
+        )
