@@ -669,10 +669,11 @@ def run(seconds: float, workers: list[int], parts: set[str], sizes: Sizes) -> Re
         report.micro = [*client_setup(), *(MicroResult(t.name, t.microseconds) for t in tokens)]
     report.load_after = os.getloadavg()
     report.notes += [f"connections unevenly spread over workers: {u}" for u in bench.uneven]
-    measured = [*report.rows, *report.append_by_size]
-    errors = sum(r.result.errors for r in measured) + sum(r.errors for r in report.latency)
-    if errors:
-        report.notes.append(f"{errors} requests failed (socket errors or status >= 400)")
+    failed = [(r.label, r.result.errors) for r in [*report.rows, *report.append_by_size]]
+    failed += [(r.label, r.errors) for r in report.latency]
+    for label, errors in failed:
+        if errors:
+            report.notes.append(f"{label}: {errors} requests failed (socket errors, status >= 400)")
     return report
 
 
