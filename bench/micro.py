@@ -186,3 +186,27 @@ async def chat_turn_storage(
         if index == 0:
             samples.clear()  # the first turn warms the connection's plans
     return Latencies(samples)
+
+
+async def append_pairs(
+    repo: Any, users: Sequence[Any], chatter: Chatter, *, cap: int
+) -> tuple[Latencies, Latencies]:
+    """The same one-KB item appended to `rewards` (not logged) and to `episodic_memory` (also
+    written to the log, same SQL function), once per user each, one call at a time,
+    alternating which goes first: (rewards, episodic_memory) wall-clock latencies."""
+    from models import MemoryField
+
+    timed: dict[MemoryField, list[float]] = {
+        MemoryField.REWARDS: [],
+        MemoryField.EPISODIC_MEMORY: [],
+    }
+    for index, user in enumerate(users):
+        fields = list(timed)
+        if index % 2:
+            fields.reverse()
+        item = chatter.episode(index)
+        for list_field in fields:
+            started = time.perf_counter()
+            await repo.append_items(user, list_field, [dict(item)], cap=cap)
+            timed[list_field].append((time.perf_counter() - started) * 1000)
+    return Latencies(timed[MemoryField.REWARDS]), Latencies(timed[MemoryField.EPISODIC_MEMORY])

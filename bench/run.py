@@ -39,6 +39,7 @@ from bench.micro import (
     Latencies,
     MicroResult,
     append_log,
+    append_pairs,
     bench_user,
     chat_turn_storage,
     client_setup,
@@ -54,6 +55,7 @@ from bench.server import (
     episode,
     seed_memories,
 )
+from models import MemoryField
 
 CONNECTIONS = 32
 LIST_CAP = 500
@@ -399,20 +401,28 @@ class Bench:
             ),
         ]
         with_ratios(growth, growth[0])
-        cost = []
-        for label, list_field in (
-            ("POST /api/memory/rewards (1 KB, not logged)", "rewards"),
-            ("POST /api/memory/episodic_memory (1 KB, logged)", "episodic_memory"),
+        # each user gets one append of each; two rounds in opposite orders (drift cancels)
+        halves = self.users.cost[::2], self.users.cost[1::2]
+        results: dict[str, list[LoadResult]] = {"rewards": [], "episodic_memory": []}
+        for list_field, users in (
+            ("rewards", halves[0]),
+            ("episodic_memory", halves[0]),
+            ("episodic_memory", halves[1]),
+            ("rewards", halves[1]),
         ):
-            result = self.one_at_a_time(
-                server,
-                "POST",
-                f"/api/memory/{list_field}",
-                self.users.cost,
-                body=self.kb_body,
-                count=len(self.users.cost),
+            path = f"/api/memory/{list_field}"
+            results[list_field].append(
+                self.one_at_a_time(server, "POST", path, users, body=self.kb_body, count=len(users))
             )
-            cost.append(LatencyRow.of(LOG_COST, label, result, note="10 items stored"))
+        cost = [
+            LatencyRow.of(
+                LOG_COST, label, _mean(*results[list_field]), note="10 items stored; 2 rounds"
+            )
+            for label, list_field in (
+                ("POST /api/memory/rewards (1 KB, not logged)", "rewards"),
+                ("POST /api/memory/episodic_memory (1 KB, logged)", "episodic_memory"),
+            )
+        ]
         with_ratios(cost, cost[0])
         return [*rows, *growth, *cost]
 
@@ -456,7 +466,24 @@ class Bench:
                     cap=LIST_CAP,
                 )
                 rows.append(LatencyRow.of(GROWTH, label, latencies, note="repository, no HTTP"))
-        return with_ratios(rows, rows[0])
+            with_ratios(rows, rows[0])
+            # the log's cost on an append, without HTTP: the chat users (10 episodes stored and
+            # their turn's two, 12 rewards) append the same item to rewards and to
+            # episodic_memory in turn
+            for user in users_ten:  # as many rewards as episodes stored (12)
+                kb = [self.chatter.episode(i) for i in range(12)]
+                await repo.append_items(user, MemoryField.REWARDS, kb, cap=LIST_CAP)
+            rewards, episodes = await append_pairs(repo, users_ten, self.chatter, cap=LIST_CAP)
+            note = "repository append_items, no HTTP; alternating"
+            cost = [
+                LatencyRow.of(
+                    LOG_COST, "append_items to rewards (1 KB, not logged)", rewards, note
+                ),
+                LatencyRow.of(
+                    LOG_COST, "append_items to episodic_memory (1 KB, logged)", episodes, note
+                ),
+            ]
+        return [*rows, *with_ratios(cost, cost[0])]
 
     # --- search of the conversation log (issue 10) -----------------------------------------
 
@@ -866,10 +893,13 @@ def goals(report: Report) -> list[str]:
                 f"| {what}: 500 stored ≤ 1.25 x 10 stored (p50) | {ratio:.2f}x"
                 f" | {mark(ratio <= 1.25)} |"
             )
-    for row in latency(LOG_COST, "POST /api/memory/episodic_memory"):
+    for row in [r for r in report.latency if r.table == LOG_COST]:
+        if "episodic_memory" not in row.label:
+            continue
         ratio = row.ratio or 0.0
+        where = "API" if row.label.startswith("POST") else "repository"
         extra.append(
-            f"| logged append ≤ 1.3 x the append without the log (p50) | {ratio:.2f}x"
+            f"| logged append ≤ 1.3 x the append without the log (p50, {where}) | {ratio:.2f}x"
             f" | {mark(ratio <= 1.3)} |"
         )
     for row in latency(SEARCH, "1 user"):
