@@ -17,7 +17,7 @@ help:
 	@echo "make test   run the test suite (real PostgreSQL, mocked Supabase/LLM HTTP)"
 	@echo "make lint   ruff + mypy + the import graph check (no cycles, no upward imports)"
 	@echo "make guardian GUARDIAN=<uuid> CHILD=<uuid> [REMOVE=1]  link a guardian to a child (LIST=1: all links)"
-	@echo "make bench  print throughput/latency ratios (wrk on loopback; ~2 minutes)"
+	@echo "make bench  print throughput/latency ratios and the log's search (wrk on loopback; ~6 minutes)"
 	@echo "make soak   2 workers under load while PostgreSQL restarts; checks nothing is lost (~2 minutes)"
 	@echo "make fuzz   a deeper schemathesis run of the API (make test runs a short one)"
 	@echo "make chromium  install Debian's Chromium for the demo page's browser test (make test does)"

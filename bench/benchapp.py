@@ -37,6 +37,8 @@ def create_bench_app() -> FastAPI:
     async def bench_round_trips(user: CurrentUserDep, request: Request) -> dict[str, bool]:
         """One round trip on the repository's pool, with a trivial statement."""
         repository = request.app.state.services.repository
+        # with metrics on (the default) the repository is wrapped in TimedRepository
+        repository = getattr(repository, "_inner", repository)
         if not isinstance(repository, PostgresMemoryRepository):
             raise HTTPException(404, "only with the postgres/embedded backend")
         async with repository._turns, repository._pool.acquire() as conn:  # bench: look inside

@@ -57,9 +57,11 @@ def run_wrk(
     connections: int = 32,
     body: bytes | None = None,
     max_requests: int = 0,
+    paths: list[str] | None = None,
 ) -> LoadResult:
     """One wrk run: `connections` keep-alive connections, requests dealt round robin over the
-    users' tokens, for `seconds` (or until `max_requests` responses, whichever comes first)."""
+    users' tokens, for `seconds` (or until `max_requests` responses, whichever comes first).
+    With `paths`, each user's requests cycle through them instead of `path`."""
     if not base_url.startswith(f"http://{LOOPBACK}:"):
         raise ValueError("the bench only loads loopback addresses")
     with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
@@ -73,6 +75,10 @@ def run_wrk(
             "BENCH_MAX": str(max_requests),
             "BENCH_THREADS": str(WRK_THREADS),
         }
+        if paths:
+            paths_file = Path(tmp) / "paths"
+            paths_file.write_text("\n".join(paths) + "\n")
+            env["BENCH_PATHS"] = str(paths_file)
         if body is not None:
             body_file = Path(tmp) / "body"
             body_file.write_bytes(body)

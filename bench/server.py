@@ -9,8 +9,10 @@ driver starts the embedded PostgreSQL itself first, so it survives app restarts 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -21,7 +23,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +60,9 @@ def app_environment(data_dir: Path, extra: dict[str, str] | None = None) -> dict
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("SUPABASE_", "LLM_", "DATABASE_URL", "MEMORY_", "DB_"))
+        if not key.startswith(
+            ("SUPABASE_", "LLM_", "DATABASE_URL", "MEMORY_", "DB_", "EMBEDDING_", "RECALL_")
+        )
     }
     env.update(
         {
@@ -224,28 +228,103 @@ def episode(index: int) -> dict[str, Any]:
     }
 
 
+# Real words a child's conversation might use; the rest of the vocabulary is made-up words
+# (syllables), so that random text has the spread of a real vocabulary.
+_TOPICS = (
+    "dinosaur moon kite school football sister brother grandma garden rocket puppy kitten"
+    " pancake birthday teacher homework piano dragon castle ocean volcano rainbow bicycle"
+    " library museum forest river mountain camping snowman treasure pirate robot planet"
+    " spaceship pizza sandwich swimming dancing painting drawing butterfly elephant giraffe"
+    " penguin turtle octopus shark whale tiger lion zebra monkey parrot holiday summer winter"
+    " autumn spring thunder lightning shadow secret friend party costume lantern puzzle"
+)
+TOPIC_WORDS = tuple(_TOPICS.split())
+_SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in ("a", "e", "i", "o", "u", "ai", "ou")]
+VOCABULARY_SIZE = 30_000
+
+
+def vocabulary(size: int = VOCABULARY_SIZE) -> list[str]:
+    """`size` distinct words, most frequent first: the topic words, then made-up words of two
+    and three syllables (fixed: every run writes and searches the same vocabulary)."""
+    rng = random.Random(9)
+    made_up = ["".join(p) for p in itertools.product(_SYLLABLES, repeat=2)]
+    made_up += ["".join(p) for p in itertools.product(_SYLLABLES[:40], repeat=3)]
+    rng.shuffle(made_up)
+    words = list(dict.fromkeys([*TOPIC_WORDS, *made_up]))
+    return words[:size]
+
+
+class Chatter:
+    """Random conversation text: words drawn from `vocabulary()` with Zipf-like frequencies
+    (the k-th word 1/(k+50) as often), so ~1 KB of it compresses about as much as prose (zlib
+    halves it) and search words range from common to rare as in real conversations: of 20,000
+    such episodes the most frequent word is in about a third, the 1,000th in 2%, the last in
+    a dozen."""
+
+    def __init__(self, seed: int = 1) -> None:
+        self.words = vocabulary()
+        self._rng = random.Random(seed)
+        self._cumulative = list(itertools.accumulate(1 / (k + 50) for k in range(len(self.words))))
+
+    def text(self, size: int = 1000) -> str:
+        """About `size` characters of words (cut at a word's end)."""
+        words = self._rng.choices(self.words, cum_weights=self._cumulative, k=size // 4)
+        text = " ".join(words)
+        end = text.find(" ", size)
+        return text if end < 0 else text[:end]
+
+    def episode(self, index: int, size: int = 1000) -> dict[str, Any]:
+        """An episode as chat stores one (role, content), ~`size` bytes of text."""
+        return {"role": "user" if index % 2 == 0 else "assistant", "content": self.text(size)}
+
+    def question(self) -> str:
+        """A natural-language question about words present in the data: one of the 10,000 most
+        frequent words (the topic words aside) and one drawn as the text draws them."""
+        common = self.words[self._rng.randrange(len(TOPIC_WORDS), 10_000)]
+        other = self._rng.choices(self.words, cum_weights=self._cumulative, k=1)[0]
+        templates = (
+            "Do you remember what I told you about the {a} and the {b}?",
+            "What did we say about {a} last time?",
+            "When did I talk about {a} with {b}?",
+            "Can you tell me again the story of the {b} and the {a}?",
+        )
+        return self._rng.choice(templates).format(a=common, b=other)
+
+
+_SEEDED_LISTS = ("episodic_memory", "rewards")
+
+
 async def seed_memories(
-    dsn: str, user_ids: Sequence[uuid.UUID], *, episodes: int, identity: bool = True
+    dsn: str,
+    user_ids: Sequence[uuid.UUID],
+    *,
+    episodes: int,
+    identity: bool = True,
+    items: Callable[[int], dict[str, Any]] = episode,
+    field: str = "episodic_memory",
 ) -> None:
-    """Give each user a row with `episodes` stored episodes (and an identity), in SQL as the
-    superuser: setup, not a measured path. Items look as the API stores them."""
+    """Give each user a row with `episodes` stored items (made by `items`) in `field` (and an
+    identity), in SQL as the superuser: setup, not a measured path, and not written to the
+    conversation log. Items look as the API stores them."""
+    if field not in _SEEDED_LISTS:
+        raise ValueError(f"seed_memories fills {_SEEDED_LISTS}, not {field!r}")
     conn = await asyncpg.connect(dsn)
     try:
         await conn.executemany(
-            """
-            insert into public.memories (user_id, identity, episodic_memory)
+            f"""
+            insert into public.memories (user_id, identity, {field})
             select $1, $2::jsonb, coalesce(jsonb_agg(
               e || jsonb_build_object('id', gen_random_uuid(), 'created_at', now())
               order by o), '[]'::jsonb)
             from jsonb_array_elements($3::jsonb) with ordinality as t(e, o)
             on conflict (user_id) do update
-              set identity = excluded.identity, episodic_memory = excluded.episodic_memory
-            """,
+              set identity = excluded.identity, {field} = excluded.{field}
+            """,  # noqa: S608 - `field` is one of two fixed column names
             [
                 (
                     uid,
                     json.dumps({"name": "Robo", "child": "Mia", "age": 8} if identity else {}),
-                    json.dumps([episode(i) for i in range(episodes)]),
+                    json.dumps([items(i) for i in range(episodes)]),
                 )
                 for uid in user_ids
             ],

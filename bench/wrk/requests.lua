@@ -3,6 +3,8 @@
 -- Configured through the environment (set by bench/loadgen.py):
 --   BENCH_METHOD      GET / POST ...
 --   BENCH_PATH        request path
+--   BENCH_PATHS       file with one request path per line (optional; instead of BENCH_PATH:
+--                     each user's requests cycle through them, e.g. varied search queries)
 --   BENCH_TOKENS      file with one bearer token per line (one per user)
 --   BENCH_BODY        file with the request body (optional; sent as application/json)
 --   BENCH_MAX         stop after this many responses in all (optional; 0 = time-bounded only)
@@ -31,8 +33,18 @@ local max_responses = 0
 
 function init(args)
   local method = os.getenv("BENCH_METHOD") or "GET"
-  local path = os.getenv("BENCH_PATH")
-  assert(path, "BENCH_PATH not set")
+  local paths = {}
+  local paths_file = os.getenv("BENCH_PATHS")
+  if paths_file ~= nil and paths_file ~= "" then
+    for path in io.lines(paths_file) do
+      if path ~= "" then
+        paths[#paths + 1] = path
+      end
+    end
+  else
+    paths[1] = os.getenv("BENCH_PATH")
+  end
+  assert(#paths > 0 and paths[1], "BENCH_PATH not set")
   local body = nil
   local body_file = os.getenv("BENCH_BODY")
   if body_file ~= nil and body_file ~= "" then
@@ -50,7 +62,9 @@ function init(args)
         if body ~= nil then
           headers["Content-Type"] = "application/json"
         end
-        requests_by_user[#requests_by_user + 1] = wrk.format(method, path, headers, body)
+        for _, path in ipairs(paths) do
+          requests_by_user[#requests_by_user + 1] = wrk.format(method, path, headers, body)
+        end
       end
       line = line + 1
     end
