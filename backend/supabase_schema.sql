@@ -891,10 +891,11 @@ grant usage on schema memory_index to authenticated;
 -- Full-text ranking of the caller's episodes: the question's words with OR semantics, ranked
 -- like BM25: each word counts with its inverse document frequency among the user's episodes (a
 -- word most episodes hold counts little) times ts_rank's saturating count of it in the episode.
--- Document frequencies are counted up to 2000 (a word in more episodes weighs as if in 2000: it
+-- Document frequencies are counted up to 500 (a word in more episodes weighs as if in 500: it
 -- hardly counts either way), and candidates come from the GIN index by the rarest words first,
--- up to about 2000 episodes, so a question of common words never ranks the whole log; common
--- words still count in the score of every candidate holding them. The best p_limit, ids in
+-- up to about 500 episodes (at most the newest 1000 holding the rarest word), so a question of
+-- common words never ranks the whole log; common words still count in the score of every
+-- candidate holding them. The best p_limit, ids in
 -- p_exclude left out.
 create or replace function memory_index.rank_text(
   p_query text,
@@ -909,7 +910,7 @@ security definer
 set search_path = ''
 as $$
 declare
-  c_max_df constant integer := 2000;
+  c_max_df constant integer := 500;
   v_uid uuid := (select auth.uid());
   v_queries tsquery[];
   v_dfs bigint[];
@@ -947,15 +948,20 @@ begin
     v_covered := v_covered + v_dfs[i];
   end loop;
 
+  -- When even the rarest word is common, the newest of the episodes holding it are ranked.
   return query
-    select l.id, l.seq, s.score
-      from public.memory_episodes as l
+    select c.id, c.seq, s.score
+      from (select l.id, l.seq, l.search
+              from public.memory_episodes as l
+              where l.user_id = v_uid and l.search @@ v_probe
+                and l.id <> all (coalesce(p_exclude, '{}'))
+              order by l.seq desc
+              limit 2 * c_max_df) as c
       cross join lateral (
-        select sum(v_idfs[i] * ts_rank(l.search, v_queries[i])) as score
+        select sum(v_idfs[i] * ts_rank(c.search, v_queries[i])) as score
         from generate_subscripts(v_queries, 1) as i
-        where l.search @@ v_queries[i]) as s
-      where l.user_id = v_uid and l.search @@ v_probe and l.id <> all (coalesce(p_exclude, '{}'))
-      order by s.score desc, l.seq desc
+        where c.search @@ v_queries[i]) as s
+      order by s.score desc, c.seq desc
       limit p_limit;
 end
 $$;
