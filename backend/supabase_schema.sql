@@ -938,7 +938,11 @@ begin
     return;
   end if;
 
-  select count(*) into v_total from public.memory_episodes as l where l.user_id = v_uid;
+  -- The number of episodes, counted up to 10 times the frequency cap: enough to weigh a rare
+  -- word against a common one, without counting a long log on every search.
+  select count(*) into v_total
+    from (select from public.memory_episodes as l where l.user_id = v_uid
+          limit 10 * c_max_df) as counted;
   v_idfs := array(select ln(1 + (v_total - d + 0.5) / (d + 0.5)) from unnest(v_dfs) as d);
   v_probe := v_queries[1];
   v_covered := v_dfs[1];
