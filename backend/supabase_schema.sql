@@ -906,8 +906,13 @@ create or replace function memory_index.rank_text(
 returns table (id text, seq bigint, score double precision)
 language plpgsql
 stable
+-- At most p_limit rows (50 by default for hybrid): the planner joins them to the episodes by
+-- primary key, not by reading every episode of the user.
+rows 50
 security definer
 set search_path = ''
+-- Planned for each question (a plan cached while the log was small keeps scanning it whole).
+set plan_cache_mode = force_custom_plan
 as $$
 declare
   c_max_df constant integer := 500;
