@@ -128,7 +128,7 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_level: str = "info"
 
-    # --- demo page and metrics (issue 13) ---------------------------------------------------
+    # --- demo page and metrics -------------------------------------------------------------
     demo_enabled: bool | None = None  # unset: on for the embedded backend only
     metrics_enabled: bool = True
     metrics_port: int | None = Field(default=None, ge=1, le=65535)  # set: a separate listener

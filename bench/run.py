@@ -354,7 +354,7 @@ class Bench:
 
     def single_connection_rows(self, server: AppServer) -> list[LatencyRow]:
         """Issue 9's one-connection rows (ratios to GET /api/me), the `?limit=10` growth pair
-        and issue 10's cost of logging an append (episodic_memory against rewards)."""
+        and the cost of logging an append (episodic_memory against rewards)."""
         one, limit = self.users.one, "/api/memory/episodic_memory?limit=10"
         runs = [
             ("GET /api/me", "GET", "/api/me"),
@@ -485,7 +485,7 @@ class Bench:
             ]
         return [*rows, *with_ratios(cost, cost[0])]
 
-    # --- search of the conversation log (issue 10) -----------------------------------------
+    # --- search of the conversation log ----------------------------------------------------
 
     def search_rows(self, server: AppServer) -> list[LatencyRow]:
         """Search p50/p99 through the API, one connection, varied natural-language questions
