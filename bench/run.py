@@ -353,7 +353,7 @@ class Bench:
         )
 
     def single_connection_rows(self, server: AppServer) -> list[LatencyRow]:
-        """Issue 9's one-connection rows (ratios to GET /api/me), the `?limit=10` growth pair
+        """The one-connection rows (ratios to GET /api/me), the `?limit=10` growth pair
         and the cost of logging an append (episodic_memory against rewards)."""
         one, limit = self.users.one, "/api/memory/episodic_memory?limit=10"
         runs = [
