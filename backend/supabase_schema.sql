@@ -1029,9 +1029,10 @@ begin
 end
 $$;
 
--- The newest p_count items of a list. Measured with 500 episodes of 1 KB: looking at a list
--- column twice in one statement (its length, then the path query) took 1.2 ms, here 0.4 ms
--- (the list is fetched once as this function's argument).
+-- The newest p_count items of a list. Every look at a stored list (a function taking it as an
+-- argument, a variable holding it) fetches the whole value again: with 500 episodes of 1 KB,
+-- about 0.1 ms a look stored uncompressed, 1.2 ms compressed. This looks twice (the length,
+-- the path query); memory_slice with its caller's length looks three times.
 create or replace function public.memory_newest(p_list jsonb, p_count integer)
 returns jsonb
 language plpgsql
