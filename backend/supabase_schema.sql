@@ -719,15 +719,19 @@ begin
   -- Set-based (one pass, hash joins on id): each item of the batch is matched with the stored
   -- item of its id, else with the first item of the batch carrying it. Unmatched first
   -- occurrences are new; a match with other content (created_at aside) is a conflict; the
-  -- answer holds each item as stored (the stored copy for ids that were there).
+  -- answer holds each item as stored (the stored copy for ids that were there). The stored
+  -- items of the batch's ids are picked by a path query, which reads each stored item's id
+  -- in place: unpacking the list as rows took 0.6-1 ms at 500 episodes of 1 KB.
   select jsonb_agg(public.memory_normalize_item(e) order by o) into v_batch
     from jsonb_array_elements(p_items) with ordinality as t(e, o);
   with batch as (
     select t.e as item, t.e -> 'id' as id, t.o
       from jsonb_array_elements(v_batch) with ordinality as t(e, o)
   ), stored as (
-    select e as item, e -> 'id' as id from jsonb_array_elements(v_list) as e
-     where e -> 'id' in (select id from batch)
+    select e as item, e -> 'id' as id
+      from jsonb_path_query(v_list, '$[*] ? (@.id == $ids[*])',
+                            jsonb_build_object('ids', jsonb_path_query_array(v_batch, '$[*].id')))
+           as e
   ), firsts as (
     select distinct on (id) id, item, o from batch order by id, o
   )
